@@ -1,0 +1,162 @@
+"""The ``distill`` command line: thin — it parses, calls the library, prints.
+
+Every user error (:class:`~distill.errors.DistillError`) is printed as one message on stderr
+with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from distill import __version__
+from distill.errors import DistillError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distill",
+        description="Teacher–student learning on PyTorch. Run `distill run` for the quickstart.",
+    )
+    parser.add_argument("--version", action="version", version=f"distill {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a recipe (default: the built-in quickstart)")
+    run.add_argument(
+        "recipe",
+        nargs="?",
+        default=None,
+        help="a recipe .yaml file or a built-in recipe name (default: quickstart)",
+    )
+    run.add_argument("--output-dir", type=Path, default=None, help="run directory (default: runs/NAME-TIME)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe field, e.g. --set train.epochs=5 --set students[0].model.hidden=[64]",
+    )
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    run.add_argument("--quiet", action="store_true", help="print only the final table")
+
+    commands.add_parser("list", help="list datasets, models, methods, losses and built-in recipes")
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a data source")
+    evaluate.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by distill")
+    evaluate.add_argument(
+        "--data",
+        default=None,
+        help="dataset name or .npz/.csv file (default: the data the checkpoint was trained on)",
+    )
+    evaluate.add_argument("--split", choices=["test", "val", "train"], default="test")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False)
+    errors = Console(stderr=True)
+    try:
+        if args.command in (None, "run"):
+            if args.command is None:
+                args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+            return command_run(args, console)
+        if args.command == "list":
+            return command_list(console)
+        if args.command == "eval":
+            return command_eval(args, console)
+    except DistillError as error:
+        errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        errors.print("interrupted; continue with `distill run ... --resume`")
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USER_ERROR
+
+
+def command_run(args: argparse.Namespace, console: Console) -> int:
+    from distill.config import load_recipe
+    from distill.report import default_run_dir, latest_run_dir, print_results
+    from distill.report.progress import RunProgress
+    from distill.runner import RecipeRunner
+
+    recipe, path = load_recipe(args.recipe, args.overrides)
+    if args.output_dir is not None:
+        run_dir = args.output_dir
+    elif args.resume:
+        run_dir = latest_run_dir(recipe.name)
+    else:
+        run_dir = default_run_dir(recipe.name)
+    if not args.quiet:
+        console.print(f"recipe [bold]{recipe.name}[/] from {path} → {run_dir}", highlight=False)
+    with RunProgress(console, enabled=not args.quiet) as progress:
+        runner = RecipeRunner(
+            recipe,
+            run_dir,
+            resume=args.resume,
+            on_epoch_end=progress.epoch_end,
+            on_model_start=progress.model_start,
+        )
+        summary = runner.execute()
+    print_results(summary, console)
+    console.print(f"run directory: {run_dir}", highlight=False)
+    return 0
+
+
+def command_list(console: Console) -> int:
+    from rich.table import Table
+
+    from distill.config import builtin_recipe_names
+    from distill.data import DATASETS
+    from distill.losses import LOSSES
+    from distill.methods import METHODS
+    from distill.models import MODELS
+
+    for title, registry in [
+        ("datasets", DATASETS),
+        ("models", MODELS),
+        ("methods", METHODS),
+        ("losses", LOSSES),
+    ]:
+        table = Table(title=title, show_header=False, title_justify="left")
+        for entry in registry:
+            table.add_row(entry.name, entry.description)
+        console.print(table)
+    console.print("recipes: " + ", ".join(builtin_recipe_names()))
+    console.print("models can also be any factory: name: 'package.module:callable' with kwargs")
+    return 0
+
+
+def command_eval(args: argparse.Namespace, console: Console) -> int:
+    from distill.evaluation import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split)
+    if args.json:
+        console.print_json(json.dumps(metrics))
+    else:
+        _print_eval(metrics, console)
+    return 0
+
+
+def _print_eval(metrics: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"{metrics['checkpoint']} on {metrics['data']} ({metrics['split']}, "
+        f"{metrics['samples']} samples): accuracy {100 * metrics['accuracy']:.2f}%, "
+        f"loss {metrics['loss']:.4f}, ECE {metrics['ece']:.4f}",
+        highlight=False,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,388 @@
+"""Recipes: YAML files validated by pydantic before anything trains.
+
+A recipe names its data, an optional teacher, and one or more students, each with a model, a
+method and training options. ``train`` at the top level holds defaults that each model's own
+``train`` section overrides key by key. Every error names the file and the field, e.g.
+``my.yaml: students[0].model.hidden[1]: must be a positive integer, got -3``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from distill.data.sources import DATASETS, DataSpec
+from distill.engine.trainer import TrainSpec
+from distill.errors import RecipeError, unknown_name_message
+from distill.methods import METHODS
+from distill.methods.scratch import ScratchSpec
+from distill.models import MODELS, ImportedModelSpec
+from distill.registry import SpecRegistry
+from distill.schema import Section
+
+BUILTIN_RECIPES = Path(__file__).parent / "recipes"
+IMPORTED_TAG = "package.module:callable"
+
+
+def _tagged_union(
+    registry: SpecRegistry,
+    kind: str,
+    extra: dict[str, type] | None = None,
+    optional: bool = False,
+) -> Any:
+    """A discriminated union over every spec in ``registry``, selected by the ``name`` key.
+
+    ``optional`` adds ``None`` as a member (an outer ``X | None`` would try to hash the
+    discriminator's error context).
+    """
+    members: dict[str, Any] = {entry.name: entry.obj.spec for entry in registry}
+    members.update(extra or {})
+    if optional:
+        members["null"] = type(None)
+
+    def tag_of(value: Any) -> str | None:
+        if value is None and optional:
+            return "null"
+        name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+        if not isinstance(name, str):
+            return None
+        if name in members:
+            return name
+        if extra and ":" in name:
+            return IMPORTED_TAG
+        return None
+
+    variants = tuple(Annotated[spec, Tag(name)] for name, spec in members.items())
+    return Annotated[
+        Union[variants],  # noqa: UP007  (a runtime-built union)
+        Discriminator(
+            tag_of,
+            custom_error_type="unknown_name",
+            custom_error_message=f"unknown {kind}",
+            custom_error_context={"kind": kind, "allowed": ", ".join(registry.names())},
+        ),
+    ]
+
+
+ModelField = _tagged_union(MODELS, "model", {IMPORTED_TAG: ImportedModelSpec})
+OptionalModelField = _tagged_union(MODELS, "model", {IMPORTED_TAG: ImportedModelSpec}, optional=True)
+DataField = _tagged_union(DATASETS, "dataset")
+MethodField = _tagged_union(METHODS, "method")
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class TeacherSpec(Section):
+    """The teacher: a checkpoint to load, or a model to train first (or both: a model spec
+    used to rebuild the checkpoint's architecture)."""
+
+    name: str = Field(default="teacher", pattern=_NAME_PATTERN)
+    model: OptionalModelField = None
+    checkpoint: Path | None = None
+    train: TrainSpec | None = None
+
+    @model_validator(mode="after")
+    def _model_or_checkpoint(self) -> TeacherSpec:
+        if self.model is None and self.checkpoint is None:
+            raise ValueError("give a 'model' to train, or a 'checkpoint' to load, or both")
+        return self
+
+
+class StudentSpec(Section):
+    """One student: its model, the method that trains it, and its training options."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    model: ModelField
+    method: MethodField = Field(default_factory=ScratchSpec)
+    train: TrainSpec | None = None
+
+
+class Recipe(Section):
+    """A complete, validated recipe."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    description: str = ""
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataField
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    teacher: TeacherSpec | None = None
+    students: list[StudentSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_train_defaults(cls, data: Any) -> Any:
+        """Each model's ``train`` overrides the top-level ``train`` key by key."""
+        if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
+            return data
+        defaults = data.get("train") or {}
+        try:
+            TrainSpec.model_validate(defaults)
+        except ValidationError:
+            return data  # reported once, at ``train``, instead of again under every model
+        data = dict(data)
+        members = [("teacher", data.get("teacher"))]
+        members += [("student", student) for student in data.get("students") or []]
+        merged_students = []
+        for role, member in members:
+            if isinstance(member, dict) and isinstance(member.get("train", {}), dict):
+                member = dict(member)
+                member["train"] = deep_merge(defaults, member.get("train") or {})
+            if role == "teacher":
+                data["teacher"] = member
+            else:
+                merged_students.append(member)
+        if isinstance(data.get("students"), list):
+            data["students"] = merged_students
+        return data
+
+    @field_validator("students")
+    @classmethod
+    def _unique_names(cls, students: list[StudentSpec]) -> list[StudentSpec]:
+        seen: set[str] = set()
+        for student in students:
+            if student.name in seen:
+                raise ValueError(f"student name '{student.name}' is used twice; names must be unique")
+            seen.add(student.name)
+        return students
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        names = {student.name for student in self.students}
+        if self.teacher is not None and self.teacher.name in names:
+            raise ValueError(f"teacher and a student are both named '{self.teacher.name}'")
+        data_spec: DataSpec = self.data
+        for student in self.students:
+            train = self.train_of(student)
+            if train.report == "best" and data_spec.val_fraction == 0:
+                raise ValueError(
+                    f"student '{student.name}': train.report 'best' selects on the validation "
+                    "split, but data.val_fraction is 0"
+                )
+        return self
+
+    def train_of(self, member: StudentSpec | TeacherSpec) -> TrainSpec:
+        """The effective training options of a teacher or student."""
+        return member.train if member.train is not None else self.train
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, merging nested mappings key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def builtin_recipe_names() -> list[str]:
+    return sorted(path.stem for path in BUILTIN_RECIPES.glob("*.yaml"))
+
+
+def resolve_recipe_path(reference: str | None) -> Path:
+    """A recipe file path, or the name of a built-in recipe (default: ``quickstart``)."""
+    if reference is None:
+        return BUILTIN_RECIPES / "quickstart.yaml"
+    path = Path(reference)
+    if path.is_file():
+        return path
+    if (BUILTIN_RECIPES / f"{reference}.yaml").is_file():
+        return BUILTIN_RECIPES / f"{reference}.yaml"
+    if path.suffix in (".yaml", ".yml") or "/" in reference:
+        raise RecipeError(f"recipe file not found: {reference}")
+    raise RecipeError(
+        unknown_name_message("built-in recipe", reference, builtin_recipe_names())
+        + " (or give a path to a .yaml file)"
+    )
+
+
+def read_recipe_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML recipe into a mapping, with file and line in any error."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise RecipeError(f"{path}: cannot read recipe ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise RecipeError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``--set key.path=value`` (``students[0].model.hidden=[64]``; YAML values)."""
+    key_path, separator, raw_value = assignment.partition("=")
+    if not separator or not key_path:
+        raise RecipeError(f"--set {assignment}: expected KEY.PATH=VALUE")
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        value = raw_value
+    tokens: list[str | int] = []
+    for name, index in _PATH_TOKEN.findall(key_path):
+        if index:
+            tokens.append(int(index))
+        elif name.isdigit():
+            tokens.append(int(name))
+        else:
+            tokens.append(name)
+    node: Any = data
+    for position, token in enumerate(tokens):
+        last = position == len(tokens) - 1
+        where = format_location(tokens[: position + 1])
+        if isinstance(token, int):
+            if not isinstance(node, list) or not -len(node) <= token < len(node):
+                raise RecipeError(f"--set {assignment}: '{where}' does not exist in the recipe")
+        elif not isinstance(node, dict):
+            raise RecipeError(f"--set {assignment}: '{format_location(tokens[:position])}' is not a mapping")
+        if last:
+            node[token] = value
+        else:
+            if isinstance(node, dict) and token not in node:
+                node[token] = {}
+            node = node[token]
+
+
+def load_recipe(reference: str | None, overrides: list[str] | None = None) -> tuple[Recipe, Path]:
+    """Read, override and validate a recipe; returns it with the file it came from."""
+    path = resolve_recipe_path(reference)
+    data = read_recipe_file(path)
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return validate_recipe(data, str(path)), path
+
+
+def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise RecipeError(format_validation_error(error, data, source)) from None
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def format_location(location: list[str | int] | tuple[str | int, ...]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _user_location(location: tuple[str | int, ...], data: Any) -> list[str | int]:
+    """Drop the union tags pydantic inserts (``model.mlp.hidden`` → ``model.hidden``)."""
+    kept: list[str | int] = []
+    node = data
+    for part in location:
+        if isinstance(node, dict) and part not in node and isinstance(part, str):
+            name = node.get("name")
+            if part == name or (part == IMPORTED_TAG and isinstance(name, str)):
+                continue
+            if part in ("function-after", "function-before", "function-plain"):
+                continue
+        kept.append(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return kept
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f"'{value}'"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__}"
+    return repr(value)
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    got = error.get("input")
+    if kind == "unknown_name":
+        name = got.get("name") if isinstance(got, dict) else None
+        if name is None:
+            return f"needs a 'name' key; allowed: {context['allowed']}"
+        return unknown_name_message(context["kind"], str(name), context["allowed"].split(", "))
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "positive_int":
+        return str(error["msg"])
+    bounds = {
+        "greater_than": ("greater than", "gt"),
+        "greater_than_equal": ("at least", "ge"),
+        "less_than": ("less than", "lt"),
+        "less_than_equal": ("at most", "le"),
+    }
+    if kind in bounds:
+        words, key = bounds[kind]
+        return f"must be {words} {context.get(key)}, got {_describe(got)}"
+    kinds = {
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "an integer",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "model_type": "a mapping (key: value)",
+        "model_attributes_type": "a mapping (key: value)",
+        "dict_type": "a mapping (key: value)",
+        "path_type": "a file path",
+    }
+    if kind in kinds:
+        return f"must be {kinds[kind]}, got {_describe(got)}"
+    if kind == "literal_error":
+        return f"must be one of {context.get('expected')}, got {_describe(got)}"
+    if kind == "string_pattern_mismatch":
+        return f"must be a simple name (letters, digits, '_', '.', '-'), got {_describe(got)}"
+    if kind == "too_short":
+        return f"must have at least {context.get('min_length')} item(s)"
+    if kind in ("value_error", "assertion_error"):
+        return str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return f"{error['msg']}, got {_describe(got)}"
+
+
+def format_validation_error(error: ValidationError, data: Any, source: str) -> str:
+    """One line per problem: ``source: field.path: what is wrong``."""
+    lines = []
+    seen = set()
+    for item in error.errors():
+        location = format_location(_user_location(item["loc"], data)) or "(top level)"
+        line = f"{source}: {location}: {_message(item)}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    if len(lines) > 12:
+        lines = [*lines[:12], f"... and {len(lines) - 12} more problems"]
+    return "\n".join(lines)

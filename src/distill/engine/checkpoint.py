@@ -1,0 +1,94 @@
+"""Checkpoints: safetensors weights beside a JSON file of metadata, written atomically.
+
+``NAME.safetensors`` holds the evaluated model's ``state_dict``; ``NAME.json`` holds what is
+needed to rebuild and trust it (model spec, input shape, classes, epoch, metrics, data
+fingerprint). Resume state (optimizer, schedule, history) is a separate ``resume.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from distill.errors import CheckpointError
+
+FORMAT = "distill-checkpoint/1"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+        torch.save(payload, handle)
+    os.replace(handle.name, path)
+
+
+def save_checkpoint(weights_path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:
+    """Save ``model``'s weights to ``weights_path`` (``.safetensors``) and metadata beside it."""
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        dir=weights_path.parent, prefix=f".{weights_path.name}.", delete=False
+    ) as handle:
+        temporary = handle.name
+    save_file(state, temporary)
+    os.replace(temporary, weights_path)
+    atomic_write_json(weights_path.with_suffix(".json"), {"format": FORMAT, **metadata})
+
+
+def read_metadata(weights_path: Path) -> dict[str, Any]:
+    """The JSON metadata stored beside a checkpoint (``{}`` if there is none)."""
+    meta_path = Path(weights_path).with_suffix(".json")
+    if not meta_path.exists():
+        return {}
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({error})") from None
+
+
+def load_weights(weights_path: Path, model: nn.Module) -> None:
+    """Load a ``.safetensors`` file into ``model``; every mismatch becomes a clear error."""
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint not found: {weights_path}")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors checkpoint ({error})") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights_path}: weights do not fit the model; missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{weights_path}: tensor '{name}' has shape {tuple(tensor.shape)}, the model "
+                f"expects {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state)

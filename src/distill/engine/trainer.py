@@ -1,0 +1,226 @@
+"""The one training loop every method runs in.
+
+The trainer knows nothing about any particular method: it draws (augmented) batches, asks the
+method for named loss terms, minimizes their sum, evaluates each epoch, checkpoints, and resumes.
+Randomness is re-seeded from (seed, epoch) at every epoch start, so a resumed run replays the
+exact batches, augmentation draws and dropout masks of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from distill.data.augment import AugmentSpec, augment_batch
+from distill.data.bundle import DataBundle
+from distill.data.loader import epoch_seed, train_batches
+from distill.engine.checkpoint import atomic_torch_save, save_checkpoint
+from distill.engine.metrics import evaluate
+from distill.engine.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_schedule
+from distill.errors import DistillError
+from distill.methods.base import Batch, Method
+from distill.schema import PositiveInt, Section
+
+
+class TrainSpec(Section):
+    """How one model is trained: budget, optimizer, schedule, augmentation, reported epoch.
+
+    ``report``: ``last`` reports the final epoch; ``best`` the epoch with the highest
+    *validation* accuracy (never selected on the test set).
+    """
+
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 128
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    report: Literal["last", "best"] = "last"
+    grad_clip: float | None = Field(default=None, gt=0.0)
+
+
+EpochRecord = dict[str, Any]
+
+
+@dataclass
+class FitResult:
+    """What training produced: one record per epoch and the reported one."""
+
+    history: list[EpochRecord]
+    reported: EpochRecord
+    seconds: float
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    best_val: float = -1.0
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Train ``method`` on ``data`` according to ``spec``.
+
+    Args:
+        method: the method to run; its parameters (those requiring grad) are optimized.
+        data: train / val / test splits.
+        spec: the training budget and options.
+        seed: fixes shuffling, augmentation and dropout of every epoch.
+        device: where models and batches live.
+        model_name: name written into every metrics record.
+        model_dir: where ``last``/``best`` checkpoints and ``resume.pt`` go (``None``: nowhere).
+        checkpoint_metadata: extra JSON metadata stored with each checkpoint.
+        on_epoch_end: called with each epoch's record after it is checkpointed.
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        data: DataBundle,
+        spec: TrainSpec,
+        *,
+        seed: int,
+        device: torch.device,
+        model_name: str,
+        model_dir: Path | None = None,
+        checkpoint_metadata: dict[str, Any] | None = None,
+        on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    ) -> None:
+        self.method = method.to(device)
+        self.data = data
+        self.spec = spec
+        self.seed = seed
+        self.device = device
+        self.model_name = model_name
+        self.model_dir = model_dir
+        self.checkpoint_metadata = checkpoint_metadata or {}
+        self.on_epoch_end = on_epoch_end
+        self.steps_per_epoch = -(-len(data.train) // spec.batch_size)
+        self.optimizer = build_optimizer(spec.optimizer, method.parameters())
+        self.schedule = build_schedule(spec.schedule, self.optimizer, self.steps_per_epoch, spec.epochs)
+        self.state = _State()
+
+    # ------------------------------------------------------------------ resume
+    @property
+    def resume_path(self) -> Path | None:
+        return None if self.model_dir is None else self.model_dir / "resume.pt"
+
+    def _save_resume(self) -> None:
+        if self.resume_path is None:
+            return
+        atomic_torch_save(
+            self.resume_path,
+            {
+                "method": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "epoch": self.state.epoch,
+                "history": self.state.history,
+                "best_val": self.state.best_val,
+                "seconds": self.state.seconds,
+            },
+        )
+
+    def load_resume(self) -> bool:
+        """Restore from ``resume.pt`` if present; returns whether anything was restored."""
+        if self.resume_path is None or not self.resume_path.exists():
+            return False
+        try:
+            saved = torch.load(self.resume_path, map_location=self.device, weights_only=True)
+        except Exception as error:  # a truncated or foreign file: say which one
+            raise DistillError(f"{self.resume_path}: cannot resume from this file ({error})") from None
+        self.method.load_state_dict(saved["method"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        self.state = _State(saved["epoch"], saved["history"], saved["best_val"], saved["seconds"])
+        return True
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> FitResult:
+        """Train until ``spec.epochs``, starting wherever a loaded resume state left off."""
+        for epoch in range(self.state.epoch, self.spec.epochs):
+            started = time.perf_counter()
+            train_terms = self._train_epoch(epoch)
+            record = self._evaluate(epoch, train_terms)
+            self.state.seconds += time.perf_counter() - started
+            record["seconds"] = round(self.state.seconds, 3)
+            self.state.epoch = epoch + 1
+            self.state.history.append(record)
+            self._checkpoint(record)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(record)
+        return FitResult(self.state.history, self.reported_record(), self.state.seconds)
+
+    def reported_record(self) -> EpochRecord:
+        """The last epoch's record, or the best-validation epoch's when ``report: best``."""
+        if self.spec.report == "best" and self.data.val is not None:
+            return max(self.state.history, key=lambda record: record["val_accuracy"])
+        return self.state.history[-1]
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        torch.manual_seed(epoch_seed(self.seed, epoch, stream=1))  # dropout and other module RNG
+        order = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, stream=0))
+        augmentation = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, stream=2))
+        self.method.train()
+        totals: dict[str, torch.Tensor] = {}
+        steps = 0
+        for inputs, targets, indices in train_batches(
+            self.data.train, self.spec.batch_size, order, self.device
+        ):
+            mixing = None
+            if self.spec.augment.enabled:
+                inputs, mixing = augment_batch(inputs, self.spec.augment, augmentation)
+            batch = Batch(inputs, targets, indices, self.data.num_classes, mixing)
+            terms = self.method.step(batch)
+            loss = torch.stack(list(terms.values())).sum()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.spec.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.spec.grad_clip)
+            self.optimizer.step()
+            self.schedule.step()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0) + value.detach()
+            totals["loss"] = totals.get("loss", 0) + loss.detach()
+            steps += 1
+        averages = {name: float(total) / steps for name, total in totals.items()}
+        if not torch.isfinite(torch.tensor(averages["loss"])):
+            raise DistillError(
+                f"{self.model_name}: training diverged in epoch {epoch + 1} (loss is "
+                f"{averages['loss']}); lower the learning rate or set train.grad_clip"
+            )
+        return averages
+
+    def _evaluate(self, epoch: int, train_terms: dict[str, float]) -> EpochRecord:
+        model = self.method.evaluated_model()
+        record: EpochRecord = {
+            "model": self.model_name,
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        record.update({f"train_{name}": round(value, 6) for name, value in train_terms.items()})
+        splits = {"val": self.data.val, "test": self.data.test}
+        for split_name, split in splits.items():
+            if split is None:
+                continue
+            for metric, value in evaluate(model, split, self.device).items():
+                record[f"{split_name}_{metric}"] = round(value, 6)
+        return record
+
+    def _checkpoint(self, record: EpochRecord) -> None:
+        if self.model_dir is None:
+            return
+        model = self.method.evaluated_model()
+        metadata = {**self.checkpoint_metadata, "epoch": record["epoch"], "metrics": record}
+        save_checkpoint(self.model_dir / "last.safetensors", model, metadata)
+        val_accuracy = record.get("val_accuracy", record.get("test_accuracy", 0.0))
+        if self.data.val is not None and val_accuracy > self.state.best_val:
+            self.state.best_val = val_accuracy
+            save_checkpoint(self.model_dir / "best.safetensors", model, metadata)
+        self._save_resume()

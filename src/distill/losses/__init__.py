@@ -1,0 +1,34 @@
+"""Loss terms: plain functions of tensors (and small modules where they have parameters)."""
+
+from collections.abc import Callable
+
+import torch
+
+from distill.losses.attention import attention_map, attention_transfer_loss
+from distill.losses.hint import HintRegressor, fitnet_hint_loss
+from distill.losses.kd import kd_loss, soft_cross_entropy
+from distill.registry import Registry
+
+LossFunction = Callable[..., torch.Tensor]
+
+#: Every named loss term, with the sentence ``distill list`` prints.
+LOSSES: Registry[LossFunction] = Registry("loss")
+LOSSES.register("kd", "Hinton KD: T²·KL between temperature-softened outputs (Hinton et al. 2015)")(kd_loss)
+LOSSES.register("hint", "FitNet hint: MSE after a learned regressor (Romero et al. 2015)")(fitnet_hint_loss)
+LOSSES.register("attention", "attention transfer: normalized activation maps (Zagoruyko & Komodakis 2017)")(
+    attention_transfer_loss
+)
+
+#: The losses that compare a pair of tapped intermediate features.
+FEATURE_LOSS_NAMES = ("hint", "attention")
+
+__all__ = [
+    "FEATURE_LOSS_NAMES",
+    "LOSSES",
+    "HintRegressor",
+    "attention_map",
+    "attention_transfer_loss",
+    "fitnet_hint_loss",
+    "kd_loss",
+    "soft_cross_entropy",
+]

@@ -1,0 +1,61 @@
+"""Hinton knowledge distillation: match the teacher's temperature-softened class distribution.
+
+Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network" (arXiv 1503.02531), Sec. 2:
+soft targets ``q_i = exp(z_i/T) / sum_j exp(z_j/T)`` (Eq. 1). The gradient of the soft-target
+cross-entropy with respect to a student logit is ``(1/T)(q_i - p_i)`` (Eq. 2), so the term is
+multiplied by ``T²`` to keep its gradient magnitude independent of the temperature.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+    if student_logits.ndim != 2 or teacher_logits.ndim != 2:
+        raise ValueError(
+            "kd_loss expects (batch, classes) logits, got student "
+            f"{tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)}"
+        )
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            "kd_loss: student logits "
+            f"{tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
+            "must have the same (batch, classes) shape"
+        )
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 4.0,
+) -> torch.Tensor:
+    """``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, averaged over the batch.
+
+    Args:
+        student_logits: ``(batch, classes)`` raw student outputs.
+        teacher_logits: ``(batch, classes)`` raw teacher outputs (no gradient flows into them).
+        temperature: softening temperature ``T > 0``.
+
+    Returns:
+        A scalar tensor. Its gradient w.r.t. ``student_logits`` is
+        ``T · (softmax(student/T) − softmax(teacher/T)) / batch`` (Hinton et al. Eq. 2 times T²).
+    """
+    _check_logits(student_logits, teacher_logits)
+    if temperature <= 0:
+        raise ValueError(f"kd_loss: temperature must be > 0, got {temperature}")
+    student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
+    teacher_log_probs = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    divergence = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+    return divergence * temperature**2
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a full target distribution (mixup labels, soft labels), batch mean."""
+    if logits.shape != target_probs.shape:
+        raise ValueError(
+            f"soft_cross_entropy: logits {tuple(logits.shape)} and targets "
+            f"{tuple(target_probs.shape)} must have the same shape"
+        )
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

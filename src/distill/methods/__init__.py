@@ -1,0 +1,24 @@
+"""Training methods: each defines one step that turns a batch into named loss terms."""
+
+from distill.methods import kd, scratch  # noqa: F401  (registration side effects)
+from distill.methods.base import Batch, FrozenTeacher, Method, MethodSpec, TeacherOutput
+from distill.methods.registry import METHODS, MethodContext
+
+
+def build_method(spec: MethodSpec, context: MethodContext) -> Method:
+    """Instantiate the method ``spec`` names."""
+    method = METHODS.get(spec.name).build(spec, context)
+    assert isinstance(method, Method)
+    return method
+
+
+__all__ = [
+    "METHODS",
+    "Batch",
+    "FrozenTeacher",
+    "Method",
+    "MethodContext",
+    "MethodSpec",
+    "TeacherOutput",
+    "build_method",
+]

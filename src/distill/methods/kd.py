@@ -1,0 +1,132 @@
+"""Offline knowledge distillation from a frozen teacher, with optional feature terms.
+
+Loss (Hinton et al. 2015, Sec. 2; see :func:`distill.losses.kd_loss`)::
+
+    L = ce_weight · CE(y, s(x̃)) + kd_weight · T² · KL(σ(t(x̃)/T) ‖ σ(s(x̃)/T))
+        + Σ_pairs weight · feature_loss(student_layer(x̃), teacher_layer(x̃))
+
+where ``x̃`` is the augmented batch: student and teacher always see the *same* input, which is
+what makes distillation on mixup/shifted inputs "function matching" (Beyer et al., CVPR 2022).
+Feature pairs use FitNet hints (Romero et al. 2015, Eq. 3) or attention transfer (Zagoruyko &
+Komodakis 2017, Eq. 2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from distill.errors import DistillError
+from distill.losses import HintRegressor, attention_transfer_loss, fitnet_hint_loss, kd_loss
+from distill.methods.base import Batch, FrozenTeacher, Method, MethodSpec
+from distill.methods.registry import METHODS, MethodContext
+from distill.methods.scratch import classification_loss
+from distill.models.taps import FeatureTaps
+from distill.schema import Section
+
+
+class FeaturePairSpec(Section):
+    """One feature-matching term between a student layer and a teacher layer (module names)."""
+
+    student: str
+    teacher: str
+    loss: Literal["hint", "attention"] = "hint"
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+class KDSpec(MethodSpec):
+    """``kd``: cross-entropy + Hinton KD (+ optional hint / attention-transfer feature terms)."""
+
+    name: Literal["kd"] = "kd"
+    temperature: float = Field(default=4.0, gt=0.0)
+    kd_weight: float = Field(default=0.9, ge=0.0)
+    ce_weight: float = Field(default=0.1, ge=0.0)
+    features: list[FeaturePairSpec] = Field(default_factory=list)
+
+
+class KnowledgeDistillation(Method):
+    """Student trained against a frozen teacher's softened outputs (and tapped features)."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        temperature: float,
+        kd_weight: float,
+        ce_weight: float,
+        features: list[FeaturePairSpec],
+        example_inputs: torch.Tensor,
+        owner: str = "method",
+    ) -> None:
+        super().__init__(student)
+        self.temperature = temperature
+        self.kd_weight = kd_weight
+        self.ce_weight = ce_weight
+        self.pairs = list(features)
+        self.teacher = FrozenTeacher(teacher, [pair.teacher for pair in self.pairs])
+        self.student_taps = FeatureTaps(
+            student, [pair.student for pair in self.pairs], owner=f"{owner}.features (student)"
+        )
+        self.regressors = nn.ModuleDict()
+        if self.pairs:
+            self._build_regressors(example_inputs, owner)
+
+    def _build_regressors(self, example_inputs: torch.Tensor, owner: str) -> None:
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            self.student(example_inputs)
+        student_features = dict(self.student_taps.features)
+        teacher_features = self.teacher(example_inputs).features
+        self.student.train(was_training)
+        for index, pair in enumerate(self.pairs):
+            student_shape = student_features[pair.student].shape
+            teacher_shape = teacher_features[pair.teacher].shape
+            try:
+                if pair.loss == "hint":
+                    self.regressors[str(index)] = HintRegressor(student_shape, teacher_shape)
+                elif student_shape[2:] != teacher_shape[2:] or len(student_shape) < 3:
+                    raise ValueError(
+                        f"attention transfer needs (batch, C, *spatial) features of equal "
+                        f"spatial size, got student {tuple(student_shape)} and teacher "
+                        f"{tuple(teacher_shape)}"
+                    )
+            except ValueError as error:
+                raise DistillError(f"{owner}.features[{index}]: {error}") from None
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        teacher = self.teacher(batch.inputs)
+        student_logits = self.student(batch.inputs)
+        terms = {
+            "ce": self.ce_weight * classification_loss(student_logits, batch),
+            "kd": self.kd_weight * kd_loss(student_logits, teacher.logits, self.temperature),
+        }
+        for index, pair in enumerate(self.pairs):
+            student_feature = self.student_taps.features[pair.student]
+            teacher_feature = teacher.features[pair.teacher]
+            if pair.loss == "hint":
+                regressed = self.regressors[str(index)](student_feature)
+                term = fitnet_hint_loss(regressed, teacher_feature)
+            else:
+                term = attention_transfer_loss(student_feature, teacher_feature)
+            terms[f"{pair.loss}:{pair.student}"] = pair.weight * term
+        return terms
+
+
+@METHODS.register_factory("kd", "Hinton KD from a frozen teacher, optional FitNet/attention feature terms")
+def build_kd(spec: KDSpec, context: MethodContext) -> Method:
+    if context.teacher is None:
+        raise DistillError(f"{context.owner}: method 'kd' needs a teacher; add a 'teacher' section")
+    return KnowledgeDistillation(
+        context.student,
+        context.teacher,
+        spec.temperature,
+        spec.kd_weight,
+        spec.ce_weight,
+        spec.features,
+        context.example_inputs,
+        owner=context.owner,
+    )

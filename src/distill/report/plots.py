@@ -1,0 +1,37 @@
+"""Learning-curve plots of a run's ``metrics.jsonl``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Validation/test accuracy and training loss per epoch for every model, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_model[record["model"]].append(record)
+    figure, (accuracy_axis, loss_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for model_name, rows in by_model.items():
+        epochs = [row["epoch"] for row in rows]
+        accuracy_key = "val_accuracy" if "val_accuracy" in rows[0] else "test_accuracy"
+        line = accuracy_axis.plot(epochs, [100 * row[accuracy_key] for row in rows], label=f"{model_name}")[0]
+        loss_axis.plot(epochs, [row["train_loss"] for row in rows], color=line.get_color())
+    accuracy_axis.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
+    loss_axis.set(xlabel="epoch", ylabel="training loss (sum of terms)", yscale="log")
+    accuracy_axis.legend()
+    accuracy_axis.grid(alpha=0.3)
+    loss_axis.grid(alpha=0.3)
+    figure.tight_layout()
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
+        figure.savefig(handle, format="png", dpi=110)
+    os.replace(handle.name, path)
+    plt.close(figure)

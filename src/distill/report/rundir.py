@@ -1,0 +1,125 @@
+"""Run directories: the resolved recipe, metrics, checkpoints, summary and plots of one run.
+
+Layout::
+
+    RUN/recipe.yaml        the resolved recipe (defaults filled in, overrides applied)
+    RUN/metrics.jsonl      one JSON line per epoch per model
+    RUN/<model>/last.*     checkpoints (safetensors + JSON metadata), best.* when selecting
+    RUN/<model>/result.json  written when that model has finished
+    RUN/summary.json       written when the whole run has finished
+    RUN/curves.png         learning curves
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill.engine.checkpoint import atomic_write_bytes, atomic_write_json
+from distill.errors import RunDirectoryError
+
+
+def default_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
+    """``runs/<recipe>-<YYYYmmdd-HHMMSS>`` (a new directory for every run)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = root / f"{recipe_name}-{stamp}"
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = root / f"{recipe_name}-{stamp}-{suffix}"
+    return candidate
+
+
+def latest_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
+    """The most recently started run of ``recipe_name`` under ``root`` (for ``--resume``)."""
+    candidates = sorted(
+        (path for path in root.glob(f"{recipe_name}-*") if (path / "recipe.yaml").exists()),
+        key=lambda path: path.stat().st_mtime,
+    )
+    if not candidates:
+        raise RunDirectoryError(
+            f"--resume: no earlier run of '{recipe_name}' under {root}/; pass --output-dir"
+        )
+    return candidates[-1]
+
+
+class RunDirectory:
+    """Owns the files of one run; refuses to overwrite a run unless asked to resume it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def recipe_path(self) -> Path:
+        return self.path / "recipe.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    def model_dir(self, model_name: str) -> Path:
+        return self.path / model_name
+
+    def open(self, resolved_recipe: dict[str, Any], resume: bool) -> None:
+        """Create the directory for a new run, or check that ``resume`` continues the same one."""
+        text = yaml.safe_dump(resolved_recipe, sort_keys=False)
+        if self.recipe_path.exists():
+            if not resume:
+                state = "finished" if self.summary_path.exists() else "unfinished"
+                raise RunDirectoryError(
+                    f"{self.path} already holds a {state} run; pass --resume to continue it "
+                    "or choose another --output-dir (nothing was overwritten)"
+                )
+            if yaml.safe_load(self.recipe_path.read_text()) != yaml.safe_load(text):
+                raise RunDirectoryError(
+                    f"--resume: the recipe differs from the one in {self.recipe_path}; a resumed "
+                    "run must use the same recipe and overrides"
+                )
+            return
+        if resume:
+            raise RunDirectoryError(f"--resume: {self.path} holds no run to resume")
+        if self.path.exists() and any(self.path.iterdir()):
+            raise RunDirectoryError(f"{self.path} exists and is not empty; choose another --output-dir")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.recipe_path, text.encode())
+
+    # ---------------------------------------------------------------- metrics
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def keep_metrics_until(self, model_name: str, epoch: int) -> None:
+        """Forget ``model_name``'s records after ``epoch`` (written before an interruption)."""
+        records = [
+            record
+            for record in self.read_metrics()
+            if record["model"] != model_name or record["epoch"] <= epoch
+        ]
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+    # ---------------------------------------------------------------- results
+    def result_path(self, model_name: str) -> Path:
+        return self.model_dir(model_name) / "result.json"
+
+    def read_result(self, model_name: str) -> dict[str, Any] | None:
+        path = self.result_path(model_name)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_result(self, model_name: str, result: dict[str, Any]) -> None:
+        atomic_write_json(self.result_path(model_name), result)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.summary_path, summary)

@@ -1,0 +1,312 @@
+"""Run a validated recipe: load data, obtain the teacher, train each student, report.
+
+This is the one place that turns a :class:`~distill.config.Recipe` into objects and files:
+recipe → data → models → method → :class:`~distill.engine.Trainer` → run directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.config import Recipe, StudentSpec, TeacherSpec
+from distill.data import DataBundle, load_data
+from distill.engine.checkpoint import load_weights, read_metadata
+from distill.engine.metrics import evaluate
+from distill.engine.trainer import EpochRecord, Trainer, TrainSpec
+from distill.errors import CheckpointError, DistillError, RecipeError
+from distill.methods import MethodContext, build_method
+from distill.methods.scratch import Scratch
+from distill.models import ImportedModelSpec, ModelSpec, build_model, count_parameters
+from distill.report.plots import plot_learning_curves
+from distill.report.rundir import RunDirectory
+
+EpochCallback = Callable[[str, EpochRecord, int], None]
+
+
+def select_device(choice: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RecipeError("device: 'cuda' was requested but no CUDA device is available")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def model_spec_from_json(payload: dict[str, Any]) -> ModelSpec:
+    """Rebuild a model spec stored in checkpoint metadata."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from distill.config import ModelField
+
+    try:
+        return TypeAdapter(ModelField).validate_python(payload)
+    except ValidationError as error:
+        raise CheckpointError(f"checkpoint metadata holds an invalid model spec: {error}") from None
+
+
+def instantiate(spec: ModelSpec, data: DataBundle, owner: str, seed: int) -> nn.Module:
+    """Build ``spec`` for ``data`` and check it maps a batch to ``(batch, num_classes)`` logits.
+
+    Initialization is seeded with ``seed``, so two students with the same spec start identical.
+    """
+    torch.manual_seed(seed)
+    try:
+        model = build_model(spec, data.input_shape, data.num_classes)
+    except (ValueError, TypeError) as error:
+        raise RecipeError(f"{owner}.model: cannot build '{spec.name}': {error}") from None
+    example = data.train.inputs[:2]
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            logits = model(example)
+            model.train(was_training)
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0]
+        raise RecipeError(
+            f"{owner}.model: '{spec.name}' cannot take inputs shaped {data.input_shape} from "
+            f"data '{data.name}' ({first_line})"
+        ) from None
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, data.num_classes):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise RecipeError(
+            f"{owner}.model: '{spec.name}' outputs {shape} for a batch of 2, but data "
+            f"'{data.name}' has {data.num_classes} classes (expected (2, {data.num_classes}))"
+        )
+    return model
+
+
+@dataclass
+class ModelResult:
+    """One row of ``summary.json``."""
+
+    name: str
+    role: str
+    method: str
+    test_accuracy: float
+    params: int
+    epochs: int
+    seconds: float
+    reported_epoch: int | None = None
+    val_accuracy: float | None = None
+    checkpoint: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class RecipeRunner:
+    """Runs every model of a recipe in order, writing into ``run_dir``.
+
+    ``resume=True`` continues an interrupted run: finished models are reused, an interrupted
+    one continues from its last completed epoch.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: Path,
+        resume: bool = False,
+        on_epoch_end: EpochCallback | None = None,
+        on_model_start: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.run = RunDirectory(run_dir)
+        self.resume = resume
+        self.on_epoch_end = on_epoch_end
+        self.on_model_start = on_model_start
+
+    def execute(self) -> dict[str, Any]:
+        recipe = self.recipe
+        self.run.open(recipe.model_dump(mode="json"), self.resume)
+        device = select_device(recipe.device)
+        data = load_data(recipe.data)
+        results: list[ModelResult] = []
+        teacher_model = None
+        if recipe.teacher is not None:
+            teacher_model, teacher_result = self._teacher(recipe.teacher, data, device)
+            results.append(teacher_result)
+        for index, student in enumerate(recipe.students):
+            results.append(self._student(index, student, data, teacher_model, device))
+        summary = {
+            "recipe": recipe.name,
+            "seed": recipe.seed,
+            "data": {"name": data.name, "fingerprint": data.fingerprint()},
+            "device": str(device),
+            "results": [result.as_json() for result in results],
+        }
+        self.run.write_summary(summary)
+        plot_learning_curves(self.run.read_metrics(), self.run.path / "curves.png", recipe.name)
+        return summary
+
+    # ------------------------------------------------------------------ teacher
+    def _teacher(
+        self, spec: TeacherSpec, data: DataBundle, device: torch.device
+    ) -> tuple[nn.Module, ModelResult]:
+        if spec.checkpoint is not None:
+            return self._load_teacher(spec, data, device)
+        assert spec.model is not None
+        model = instantiate(spec.model, data, "teacher", self.recipe.seed)
+        result = self._train(
+            spec.name,
+            "teacher",
+            "scratch",
+            Scratch(model),
+            spec.model,
+            data,
+            device,
+            self.recipe.train_of(spec),
+        )
+        return model.eval(), result
+
+    def _load_teacher(
+        self, spec: TeacherSpec, data: DataBundle, device: torch.device
+    ) -> tuple[nn.Module, ModelResult]:
+        assert spec.checkpoint is not None
+        if not spec.checkpoint.is_file():
+            raise CheckpointError(f"teacher.checkpoint: file not found: {spec.checkpoint}")
+        metadata = read_metadata(spec.checkpoint)
+        model_spec = spec.model
+        if model_spec is None:
+            if "model" not in metadata:
+                raise CheckpointError(
+                    f"teacher.checkpoint: {spec.checkpoint} has no metadata naming its model; "
+                    "add teacher.model to the recipe"
+                )
+            model_spec = model_spec_from_json(metadata["model"])
+        model = instantiate(model_spec, data, "teacher", self.recipe.seed)
+        try:
+            load_weights(spec.checkpoint, model)
+        except CheckpointError as error:
+            raise CheckpointError(f"teacher.checkpoint: {error}") from None
+        model.to(device).eval()
+        test = evaluate(model, data.test, device)
+        result = ModelResult(
+            spec.name,
+            "teacher",
+            "checkpoint",
+            test["accuracy"],
+            count_parameters(model),
+            int(metadata.get("epoch", 0)),
+            0.0,
+            checkpoint=str(spec.checkpoint),
+        )
+        return model, result
+
+    # ------------------------------------------------------------------ students
+    def _student(
+        self,
+        index: int,
+        spec: StudentSpec,
+        data: DataBundle,
+        teacher: nn.Module | None,
+        device: torch.device,
+    ) -> ModelResult:
+        owner = f"students[{index}]"
+        model = instantiate(spec.model, data, owner, self.recipe.seed)
+        if teacher is not None:
+            teacher = teacher.to(device)
+        context = MethodContext(
+            student=model.to(device),
+            teacher=teacher,
+            example_inputs=data.train.inputs[:8].to(device),
+            num_classes=data.num_classes,
+            owner=f"{owner}.method",
+        )
+        method = build_method(spec.method, context)
+        return self._train(
+            spec.name,
+            "student",
+            spec.method.name,
+            method,
+            spec.model,
+            data,
+            device,
+            self.recipe.train_of(spec),
+        )
+
+    # ------------------------------------------------------------------ shared
+    def _train(
+        self,
+        name: str,
+        role: str,
+        method_name: str,
+        method: Any,
+        model_spec: ModelSpec,
+        data: DataBundle,
+        device: torch.device,
+        train: TrainSpec,
+    ) -> ModelResult:
+        model_dir = self.run.model_dir(name)
+        metadata = {
+            "name": name,
+            "role": role,
+            "method": method_name,
+            "model": model_spec.model_dump(mode="json"),
+            "imported": isinstance(model_spec, ImportedModelSpec),
+            "input_shape": list(data.input_shape),
+            "num_classes": data.num_classes,
+            "recipe": self.recipe.name,
+            "seed": self.recipe.seed,
+            "data": data.name,
+            "data_spec": self.recipe.data.model_dump(mode="json"),
+            "data_fingerprint": data.fingerprint(),
+        }
+        finished = self.run.read_result(name) if self.resume else None
+        model = method.evaluated_model()
+        if finished is not None:
+            load_weights(Path(finished["checkpoint"]), model)
+            return ModelResult(**finished)
+
+        def record_epoch(record: EpochRecord) -> None:
+            self.run.append_metrics(record)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(name, record, train.epochs)
+
+        trainer = Trainer(
+            method,
+            data,
+            train,
+            seed=self.recipe.seed,
+            device=device,
+            model_name=name,
+            model_dir=model_dir,
+            checkpoint_metadata=metadata,
+            on_epoch_end=record_epoch,
+        )
+        if self.resume and trainer.load_resume():
+            self.run.keep_metrics_until(name, trainer.state.epoch)
+        else:
+            self.run.keep_metrics_until(name, 0)
+        if self.on_model_start is not None:
+            self.on_model_start(name, train.epochs)
+        fit = trainer.fit()
+        if not fit.history:
+            raise DistillError(f"{name}: no epoch was trained")
+        reported = fit.reported
+        which = "best" if train.report == "best" and data.val is not None else "last"
+        checkpoint = model_dir / f"{which}.safetensors"
+        load_weights(checkpoint, model)  # the evaluated model is the reported epoch's
+        result = ModelResult(
+            name=name,
+            role=role,
+            method=method_name,
+            test_accuracy=reported["test_accuracy"],
+            params=count_parameters(model),
+            epochs=train.epochs,
+            seconds=round(fit.seconds, 3),
+            reported_epoch=reported["epoch"],
+            val_accuracy=reported.get("val_accuracy"),
+            checkpoint=str(checkpoint),
+        )
+        self.run.write_result(name, result.as_json())
+        resume_path = trainer.resume_path
+        if resume_path is not None and resume_path.exists():
+            resume_path.unlink()  # the finished model's checkpoints and result.json suffice
+        return result

@@ -1,0 +1,77 @@
+import math
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given, settings
+
+from distill.losses import kd_loss, soft_cross_entropy
+
+
+def test_golden_value_by_hand():
+    # one sample, two classes, T = 2: softmax([2, 0] / 2) and softmax([0, 0] / 2)
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[2.0, 0.0]])
+    p_teacher = [math.e / (math.e + 1), 1 / (math.e + 1)]
+    kl = sum(p * math.log(p / 0.5) for p in p_teacher)
+    assert kd_loss(student, teacher, temperature=2.0).item() == pytest.approx(4 * kl, rel=1e-6)
+
+
+def test_batch_mean_golden_value():
+    student = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    teacher = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    # second row contributes 0; first row: KL(softmax([0,1,0]) || softmax([1,0,0])) at T = 1
+    q = torch.softmax(teacher[0], 0)
+    p = torch.softmax(student[0], 0)
+    expected = float((q * (q.log() - p.log())).sum()) / 2
+    assert kd_loss(student, teacher, temperature=1.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+@given(
+    logits=st.lists(st.floats(-8, 8), min_size=12, max_size=12),
+    temperature=st.floats(0.5, 10),
+)
+@settings(max_examples=40, deadline=None)
+def test_zero_when_student_equals_teacher_and_never_negative(logits, temperature):
+    teacher = torch.tensor(logits).view(3, 4)
+    assert kd_loss(teacher.clone(), teacher, temperature).item() == pytest.approx(0.0, abs=1e-6)
+    other = teacher.flip(1)
+    assert kd_loss(other, teacher, temperature).item() >= -1e-6
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 10.0])
+def test_gradient_is_T_times_probability_gap_over_batch(temperature):
+    """Hinton et al. Eq. 2 times T²: ∂L/∂z = T (p − q) / batch."""
+    torch.manual_seed(0)
+    student = torch.randn(5, 7, requires_grad=True)
+    teacher = torch.randn(5, 7)
+    kd_loss(student, teacher, temperature).backward()
+    expected = temperature * (
+        torch.softmax(student.detach() / temperature, 1) - torch.softmax(teacher / temperature, 1)
+    ) / 5
+    torch.testing.assert_close(student.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_no_gradient_reaches_the_teacher():
+    student = torch.randn(4, 3, requires_grad=True)
+    teacher = torch.randn(4, 3, requires_grad=True)
+    kd_loss(student, teacher).backward()
+    assert teacher.grad is None
+
+
+def test_shape_errors_are_clear():
+    with pytest.raises(ValueError, match=r"same \(batch, classes\) shape"):
+        kd_loss(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"expects \(batch, classes\)"):
+        kd_loss(torch.zeros(2, 3, 1), torch.zeros(2, 3, 1))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), temperature=0)
+
+
+def test_soft_cross_entropy_matches_hard_labels_for_one_hot_targets():
+    logits = torch.randn(6, 4)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, one_hot), torch.nn.functional.cross_entropy(logits, labels)
+    )
