@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(stderr=False)
-    errors = Console(stderr=True)
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
+    errors = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
     try:
         if args.command in (None, "run"):
             if args.command is None:

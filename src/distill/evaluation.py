@@ -55,7 +55,14 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None, split: str = "test")
             f"data '{bundle.name}' has {bundle.num_classes} classes, the checkpoint's model "
             f"predicts {num_classes}"
         )
-    model = build_model(model_spec_from_json(metadata["model"]), expected_shape, num_classes)
+    spec = model_spec_from_json(metadata["model"])
+    try:
+        model = build_model(spec, expected_shape, num_classes)
+    except (ValueError, TypeError) as error:
+        raise DataError(
+            f"the checkpoint's model '{spec.name}' cannot be built for data '{bundle.name}' "
+            f"shaped {bundle.input_shape}: {error}"
+        ) from None
     load_weights(checkpoint, model)
     chosen = {"test": bundle.test, "val": bundle.val, "train": bundle.train}[split]
     if chosen is None:

@@ -6,6 +6,7 @@ recipe → data → models → method → :class:`~distill.engine.Trainer` → r
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from distill.engine.checkpoint import load_weights, read_metadata
 from distill.engine.metrics import evaluate
 from distill.engine.trainer import EpochRecord, Trainer, TrainSpec
 from distill.errors import CheckpointError, DistillError, RecipeError
-from distill.methods import MethodContext, build_method
+from distill.methods import Method, MethodContext, build_method
 from distill.methods.scratch import Scratch
 from distill.models import ImportedModelSpec, ModelSpec, build_model, count_parameters
 from distill.report.plots import plot_learning_curves
@@ -124,16 +125,29 @@ class RecipeRunner:
 
     def execute(self) -> dict[str, Any]:
         recipe = self.recipe
-        self.run.open(recipe.model_dump(mode="json"), self.resume)
         device = select_device(recipe.device)
         data = load_data(recipe.data)
+        loaded_teacher = self._preflight(data)
+        self.run.open(recipe.model_dump(mode="json"), self.resume)
         results: list[ModelResult] = []
         teacher_model = None
         if recipe.teacher is not None:
-            teacher_model, teacher_result = self._teacher(recipe.teacher, data, device)
+            teacher_model, teacher_result = self._teacher(recipe.teacher, loaded_teacher, data, device)
             results.append(teacher_result)
         for index, student in enumerate(recipe.students):
-            results.append(self._student(index, student, data, teacher_model, device))
+            method = self._student_method(index, student, data, teacher_model, device)
+            results.append(
+                self._train(
+                    student.name,
+                    "student",
+                    student.method.name,
+                    method,
+                    student.model,
+                    data,
+                    device,
+                    self.recipe.train_of(student),
+                )
+            )
         summary = {
             "recipe": recipe.name,
             "seed": recipe.seed,
@@ -145,12 +159,48 @@ class RecipeRunner:
         plot_learning_curves(self.run.read_metrics(), self.run.path / "curves.png", recipe.name)
         return summary
 
+    def _preflight(self, data: DataBundle) -> nn.Module | None:
+        """Build every model and method once, before any file is written or any epoch runs,
+        so that a mistake in the last student is reported before the teacher trains.
+
+        Returns the teacher loaded from its checkpoint, if the recipe names one.
+        """
+        spec = self.recipe.teacher
+        loaded = None
+        teacher = None
+        if spec is not None and spec.checkpoint is not None:
+            loaded = teacher = self._load_teacher(spec, data)
+        elif spec is not None:
+            assert spec.model is not None
+            teacher = instantiate(spec.model, data, "teacher", self.recipe.seed)
+        cpu = torch.device("cpu")
+        for index, student in enumerate(self.recipe.students):
+            stand_in = copy.deepcopy(teacher) if teacher is not None else None
+            self._student_method(index, student, data, stand_in, cpu)
+        return loaded
+
     # ------------------------------------------------------------------ teacher
     def _teacher(
-        self, spec: TeacherSpec, data: DataBundle, device: torch.device
+        self,
+        spec: TeacherSpec,
+        loaded: nn.Module | None,
+        data: DataBundle,
+        device: torch.device,
     ) -> tuple[nn.Module, ModelResult]:
-        if spec.checkpoint is not None:
-            return self._load_teacher(spec, data, device)
+        if loaded is not None:
+            assert spec.checkpoint is not None
+            loaded.to(device).eval()
+            result = ModelResult(
+                spec.name,
+                "teacher",
+                "checkpoint",
+                evaluate(loaded, data.test, device)["accuracy"],
+                count_parameters(loaded),
+                int(read_metadata(spec.checkpoint).get("epoch", 0)),
+                0.0,
+                checkpoint=str(spec.checkpoint),
+            )
+            return loaded, result
         assert spec.model is not None
         model = instantiate(spec.model, data, "teacher", self.recipe.seed)
         result = self._train(
@@ -165,9 +215,7 @@ class RecipeRunner:
         )
         return model.eval(), result
 
-    def _load_teacher(
-        self, spec: TeacherSpec, data: DataBundle, device: torch.device
-    ) -> tuple[nn.Module, ModelResult]:
+    def _load_teacher(self, spec: TeacherSpec, data: DataBundle) -> nn.Module:
         assert spec.checkpoint is not None
         if not spec.checkpoint.is_file():
             raise CheckpointError(f"teacher.checkpoint: file not found: {spec.checkpoint}")
@@ -185,51 +233,27 @@ class RecipeRunner:
             load_weights(spec.checkpoint, model)
         except CheckpointError as error:
             raise CheckpointError(f"teacher.checkpoint: {error}") from None
-        model.to(device).eval()
-        test = evaluate(model, data.test, device)
-        result = ModelResult(
-            spec.name,
-            "teacher",
-            "checkpoint",
-            test["accuracy"],
-            count_parameters(model),
-            int(metadata.get("epoch", 0)),
-            0.0,
-            checkpoint=str(spec.checkpoint),
-        )
-        return model, result
+        return model.eval()
 
     # ------------------------------------------------------------------ students
-    def _student(
+    def _student_method(
         self,
         index: int,
         spec: StudentSpec,
         data: DataBundle,
         teacher: nn.Module | None,
         device: torch.device,
-    ) -> ModelResult:
+    ) -> Method:
         owner = f"students[{index}]"
         model = instantiate(spec.model, data, owner, self.recipe.seed)
-        if teacher is not None:
-            teacher = teacher.to(device)
         context = MethodContext(
             student=model.to(device),
-            teacher=teacher,
+            teacher=teacher.to(device) if teacher is not None else None,
             example_inputs=data.train.inputs[:8].to(device),
             num_classes=data.num_classes,
             owner=f"{owner}.method",
         )
-        method = build_method(spec.method, context)
-        return self._train(
-            spec.name,
-            "student",
-            spec.method.name,
-            method,
-            spec.model,
-            data,
-            device,
-            self.recipe.train_of(spec),
-        )
+        return build_method(spec.method, context)
 
     # ------------------------------------------------------------------ shared
     def _train(
@@ -237,7 +261,7 @@ class RecipeRunner:
         name: str,
         role: str,
         method_name: str,
-        method: Any,
+        method: Method,
         model_spec: ModelSpec,
         data: DataBundle,
         device: torch.device,

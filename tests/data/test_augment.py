@@ -50,9 +50,7 @@ def test_crop_with_zero_offset_is_a_pure_shift():
     out, _ = draw(AugmentSpec(crop_padding=1), inputs, seed=5)
     for original, cropped in zip(inputs, out, strict=True):
         padded = torch.nn.functional.pad(original, (1, 1, 1, 1))
-        assert any(
-            torch.equal(cropped, padded[:, r : r + 6, c : c + 6]) for r in range(3) for c in range(3)
-        )
+        assert any(torch.equal(cropped, padded[:, r : r + 6, c : c + 6]) for r in range(3) for c in range(3))
 
 
 def test_disabled_spec_reports_disabled():

@@ -46,9 +46,11 @@ def test_gradient_is_T_times_probability_gap_over_batch(temperature):
     student = torch.randn(5, 7, requires_grad=True)
     teacher = torch.randn(5, 7)
     kd_loss(student, teacher, temperature).backward()
-    expected = temperature * (
-        torch.softmax(student.detach() / temperature, 1) - torch.softmax(teacher / temperature, 1)
-    ) / 5
+    expected = (
+        temperature
+        * (torch.softmax(student.detach() / temperature, 1) - torch.softmax(teacher / temperature, 1))
+        / 5
+    )
     torch.testing.assert_close(student.grad, expected, rtol=1e-5, atol=1e-7)
 
 

@@ -19,7 +19,7 @@ def results_table(summary: dict[str, Any]) -> Table:
         ("epochs", "right"),
         ("seconds", "right"),
     ]:
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=True)
     for row in summary["results"]:
         table.add_row(
             row["name"],

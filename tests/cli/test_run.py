@@ -1,0 +1,158 @@
+"""End-to-end runs of `distill run`, `distill list` and `distill eval` on tiny budgets."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from distill.cli import main
+from distill.report import rundir
+from tests.conftest import tiny_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args):
+    return main([str(arg) for arg in args])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    import yaml
+
+    folder = tmp_path_factory.mktemp("finished")
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe()))
+    assert run_cli("run", recipe, "--output-dir", folder / "run", "--quiet") == 0
+    return recipe, folder / "run"
+
+
+def test_run_directory_holds_everything(finished_run):
+    _, run = finished_run
+    for name in ("recipe.yaml", "metrics.jsonl", "summary.json", "curves.png"):
+        assert (run / name).is_file(), name
+    for model in ("teacher", "scratch", "kd"):
+        assert (run / model / "last.safetensors").is_file()
+        assert json.loads((run / model / "last.json").read_text())["model"]["name"]
+        assert not (run / model / "resume.pt").exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["epoch"]) for r in records] == [
+        (model, epoch) for model in ("teacher", "scratch", "kd") for epoch in (1, 2, 3)
+    ]
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_contract(finished_run):
+    _, run = finished_run
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["recipe"] == "tiny"
+    roles = [(row["name"], row["role"], row["method"]) for row in summary["results"]]
+    assert roles == [
+        ("teacher", "teacher", "scratch"),
+        ("scratch", "student", "scratch"),
+        ("kd", "student", "kd"),
+    ]
+    for row in summary["results"]:
+        assert isinstance(row["test_accuracy"], float) and 0 <= row["test_accuracy"] <= 1
+        assert isinstance(row["params"], int) and row["params"] > 0
+        assert row["epochs"] == 3 and isinstance(row["seconds"], float)
+    scratch, kd = summary["results"][1:]
+    assert scratch["params"] == kd["params"]
+
+
+def test_finished_run_is_never_overwritten(finished_run, capsys):
+    recipe, run = finished_run
+    before = (run / "summary.json").read_bytes()
+    assert run_cli("run", recipe, "--output-dir", run) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert (run / "summary.json").read_bytes() == before
+
+
+def test_resume_reproduces_the_uninterrupted_run(finished_run, tmp_path, monkeypatch, capsys):
+    recipe, reference = finished_run
+    calls = {"count": 0}
+    original = rundir.RunDirectory.append_metrics
+
+    def interrupt_in_kd_epoch_2(self, record):
+        original(self, record)
+        if record["model"] == "kd" and record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", interrupt_in_kd_epoch_2)
+    assert run_cli("run", recipe, "--output-dir", tmp_path / "run", "--quiet") == 130
+    assert "--resume" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "summary.json").exists()
+    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", original)
+    del calls
+    assert run_cli("run", recipe, "--output-dir", tmp_path / "run", "--resume", "--quiet") == 0
+
+    def accuracies(run):
+        summary = json.loads((run / "summary.json").read_text())
+        return [(row["name"], row["test_accuracy"], row["val_accuracy"]) for row in summary["results"]]
+
+    assert accuracies(tmp_path / "run") == accuracies(reference)
+    strip = lambda path: [  # noqa: E731
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in path.read_text().splitlines()
+    ]
+    assert strip(tmp_path / "run" / "metrics.jsonl") == strip(reference / "metrics.jsonl")
+
+
+def test_resume_refuses_a_changed_recipe(finished_run, tmp_path, capsys):
+    recipe, _ = finished_run
+    assert run_cli("run", recipe, "--output-dir", tmp_path / "r", "--resume") == 2
+    assert "holds no run to resume" in capsys.readouterr().err
+
+
+def test_eval_reproduces_the_reported_accuracy(finished_run, capsys):
+    _, run = finished_run
+    summary = json.loads((run / "summary.json").read_text())
+    kd = summary["results"][2]
+    capsys.readouterr()
+    assert run_cli("eval", run / "kd" / "last.safetensors", "--json") == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] == pytest.approx(kd["test_accuracy"], abs=1e-6)
+    assert metrics["samples"] == 120
+
+
+def test_teacher_from_checkpoint(finished_run, tmp_path, write_recipe):
+    _, run = finished_run
+    recipe = tiny_recipe(teacher={"checkpoint": str(run / "teacher" / "last.safetensors")})
+    recipe["students"] = recipe["students"][1:]
+    path = write_recipe(recipe)
+    assert run_cli("run", path, "--output-dir", tmp_path / "r", "--quiet") == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    original = json.loads((run / "summary.json").read_text())
+    assert summary["results"][0]["method"] == "checkpoint"
+    assert summary["results"][0]["test_accuracy"] == original["results"][0]["test_accuracy"]
+    assert summary["results"][1]["test_accuracy"] == original["results"][2]["test_accuracy"]
+
+
+def test_list_names_every_registry(capsys):
+    assert run_cli("list") == 0
+    out = capsys.readouterr().out
+    for name in (
+        "mnist1d",
+        "digits",
+        "synthetic",
+        "npz",
+        "csv",
+        "mlp",
+        "cnn1d",
+        "resnet",
+        "wrn",
+        "scratch",
+        "kd",
+        "hint",
+        "attention",
+        "quickstart",
+    ):
+        assert name in out
+
+
+def test_module_entry_point_runs_in_a_subprocess():
+    completed = subprocess.run(
+        [sys.executable, "-m", "distill", "--version"], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0 and "distill 0.1.0" in completed.stdout
