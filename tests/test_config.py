@@ -34,7 +34,7 @@ def test_overrides_support_dots_and_indices():
     assert recipe.students[0].model.hidden == [4, 4]
     with pytest.raises(RecipeError, match=r"'students\[5\]' does not exist"):
         apply_override(data, "students[5].name=x")
-    with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
+    with pytest.raises(RecipeError, match=r"expected KEY\.PATH=VALUE"):
         apply_override(data, "seed")
 
 

@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="list datasets, models, methods, losses and built-in recipes")
 
+    summarize = commands.add_parser(
+        "summarize", help="mean ± std of test accuracy over finished runs (e.g. several seeds)"
+    )
+    summarize.add_argument("runs", nargs="+", type=Path, help="run directories")
+    summarize.add_argument("--json", action="store_true", help="print the aggregate as JSON")
+
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a data source")
     evaluate.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by distill")
     evaluate.add_argument(
@@ -75,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_list(console)
         if args.command == "eval":
             return command_eval(args, console)
+        if args.command == "summarize":
+            return command_summarize(args, console)
     except DistillError as error:
         errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR
@@ -135,6 +143,17 @@ def command_list(console: Console) -> int:
         console.print(table)
     console.print("recipes: " + ", ".join(builtin_recipe_names()))
     console.print("models can also be any factory: name: 'package.module:callable' with kwargs")
+    return 0
+
+
+def command_summarize(args: argparse.Namespace, console: Console) -> int:
+    from distill.report.seeds import aggregate_runs, aggregate_table
+
+    aggregate = aggregate_runs(args.runs)
+    if args.json:
+        console.print_json(json.dumps(aggregate))
+    else:
+        console.print(aggregate_table(aggregate))
     return 0
 
 

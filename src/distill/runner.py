@@ -95,6 +95,7 @@ class ModelResult:
     epochs: int
     seconds: float
     reported_epoch: int | None = None
+    selection: str = "last"
     val_accuracy: float | None = None
     checkpoint: str | None = None
 
@@ -199,6 +200,7 @@ class RecipeRunner:
                 int(read_metadata(spec.checkpoint).get("epoch", 0)),
                 0.0,
                 checkpoint=str(spec.checkpoint),
+                selection="checkpoint",
             )
             return loaded, result
         assert spec.model is not None
@@ -326,6 +328,7 @@ class RecipeRunner:
             epochs=train.epochs,
             seconds=round(fit.seconds, 3),
             reported_epoch=reported["epoch"],
+            selection=which,
             val_accuracy=reported.get("val_accuracy"),
             checkpoint=str(checkpoint),
         )

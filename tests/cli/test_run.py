@@ -156,3 +156,23 @@ def test_module_entry_point_runs_in_a_subprocess():
         [sys.executable, "-m", "distill", "--version"], capture_output=True, text=True, check=False
     )
     assert completed.returncode == 0 and "distill 0.1.0" in completed.stdout
+
+
+def test_summarize_aggregates_runs(finished_run, tmp_path, capsys):
+    import shutil
+
+    _, run = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["results"][2]["test_accuracy"] += 0.02
+    (copy / "summary.json").write_text(json.dumps(summary))
+    capsys.readouterr()
+    assert run_cli("summarize", run, copy, "--json") == 0
+    aggregate = json.loads(capsys.readouterr().out)
+    kd = aggregate["models"]["kd"]
+    assert kd["runs"] == 2
+    assert kd["mean"] == pytest.approx(sum(kd["test_accuracy"]) / 2)
+    assert kd["std"] == pytest.approx(0.02 / 2**0.5)
+    assert run_cli("summarize", tmp_path / "missing") == 2
+    assert "no summary.json" in capsys.readouterr().err

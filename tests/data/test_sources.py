@@ -87,7 +87,7 @@ def test_npz_errors_name_the_file_and_key(tmp_path):
         load_data(NpzSpec(path=tmp_path / "missing.npz"))
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file")
-    with pytest.raises(DataError, match="not a readable .npz file"):
+    with pytest.raises(DataError, match=r"not a readable \.npz file"):
         load_data(NpzSpec(path=garbage))
 
 
