@@ -114,12 +114,13 @@ def test_kd_needs_a_teacher():
 
 
 def test_scratch_uses_mixed_labels_under_mixup():
-    from distill.data import AugmentSpec, augment_batch
+    from distill.data import AugmentSpec, apply_plan, draw_plan
 
     student = mlp(0)
     inputs = torch.randn(8, 6)
     targets = torch.arange(8) % 5
-    mixed, mixing = augment_batch(inputs, AugmentSpec(mixup_alpha=1.0), torch.Generator())
+    plan = draw_plan(AugmentSpec(mixup_alpha=1.0), 8, (6,), 0)
+    mixed, mixing = apply_plan(plan, inputs, torch.arange(8), inputs, targets)
     method = build_method(ScratchSpec(), context(student, None, inputs))
     loss = method.step(Batch(mixed, targets, torch.arange(8), 5, mixing))["ce"]
     with torch.no_grad():
@@ -128,6 +129,6 @@ def test_scratch_uses_mixed_labels_under_mixup():
     weight = mixing.weight
     expected = -(
         weight * log_probs[torch.arange(8), targets]
-        + (1 - weight) * log_probs[torch.arange(8), targets[mixing.partner]]
+        + (1 - weight) * log_probs[torch.arange(8), targets[plan.partner]]
     ).mean()
     torch.testing.assert_close(loss.detach(), expected)

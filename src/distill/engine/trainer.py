@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from distill.data.augment import AugmentSpec, augment_batch
+from distill.data.augment import AugmentSpec, apply_plan, draw_plan
 from distill.data.bundle import DataBundle
 from distill.data.loader import epoch_seed, train_batches
 from distill.engine.checkpoint import atomic_torch_save, save_checkpoint
@@ -166,17 +166,20 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         torch.manual_seed(epoch_seed(self.seed, epoch, stream=1))  # dropout and other module RNG
         order = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, stream=0))
-        augmentation = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, stream=2))
+        train = self.data.train
+        augment = self.spec.augment
+        draw = augment.draw_of_epoch(epoch)
+        plan = None
+        if augment.enabled:
+            plan = draw_plan(augment, len(train), self.data.input_shape, self.draw_seed(draw))
         self.method.train()
         totals: dict[str, torch.Tensor] = {}
         steps = 0
-        for inputs, targets, indices in train_batches(
-            self.data.train, self.spec.batch_size, order, self.device
-        ):
+        for inputs, targets, indices in train_batches(train, self.spec.batch_size, order, self.device):
             mixing = None
-            if self.spec.augment.enabled:
-                inputs, mixing = augment_batch(inputs, self.spec.augment, augmentation)
-            batch = Batch(inputs, targets, indices, self.data.num_classes, mixing)
+            if plan is not None:
+                inputs, mixing = apply_plan(plan, inputs, indices, train.inputs, train.targets)
+            batch = Batch(inputs, targets, indices, self.data.num_classes, mixing, draw)
             terms = self.method.step(batch)
             loss = torch.stack(list(terms.values())).sum()
             self.optimizer.zero_grad(set_to_none=True)
@@ -197,6 +200,10 @@ class Trainer:
             )
         return averages
 
+    def draw_seed(self, draw: int) -> int:
+        """The seed of augmentation draw ``draw`` (shared by the cache that replays it)."""
+        return epoch_seed(self.seed, draw, stream=2)
+
     def _evaluate(self, epoch: int, train_terms: dict[str, float]) -> EpochRecord:
         model = self.method.evaluated_model()
         record: EpochRecord = {
@@ -204,13 +211,13 @@ class Trainer:
             "epoch": epoch + 1,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        record.update({f"train_{name}": round(value, 6) for name, value in train_terms.items()})
+        record.update({f"train_{name}": value for name, value in train_terms.items()})
         splits = {"val": self.data.val, "test": self.data.test}
         for split_name, split in splits.items():
             if split is None:
                 continue
             for metric, value in evaluate(model, split, self.device).items():
-                record[f"{split_name}_{metric}"] = round(value, 6)
+                record[f"{split_name}_{metric}"] = value
         return record
 
     def _checkpoint(self, record: EpochRecord) -> None:

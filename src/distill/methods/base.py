@@ -24,7 +24,8 @@ class Batch:
 
     ``inputs`` are what the models see after augmentation; ``targets`` the original class ids;
     ``mixing`` the mixup draw if any (targets are then mixed distributions, see
-    :meth:`soft_targets`); ``indices`` the dataset rows of the batch.
+    :meth:`soft_targets`); ``indices`` the dataset rows of the batch; ``draw`` which
+    augmentation draw produced it (see :class:`~distill.data.augment.AugmentPlan`).
     """
 
     inputs: torch.Tensor
@@ -32,6 +33,7 @@ class Batch:
     indices: torch.Tensor
     num_classes: int
     mixing: Mixing | None = None
+    draw: int = 0
 
     def soft_targets(self) -> torch.Tensor | None:
         """Mixed label distributions under mixup, else ``None`` (use the hard ``targets``)."""
