@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.logging import RichHandler
 
 from distill import __version__
 from distill.errors import DistillError
@@ -93,12 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USER_ERROR
 
 
+def _log_to(console: Console, level: int) -> None:
+    """Send the library's ``distill`` log records to ``console`` (stderr), once."""
+    logger = logging.getLogger("distill")
+    logger.setLevel(level)
+    if not any(getattr(handler, "distill_cli", False) for handler in logger.handlers):
+        handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+        handler.distill_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
 def command_run(args: argparse.Namespace, console: Console) -> int:
     from distill.config import load_recipe
     from distill.report import default_run_dir, latest_run_dir, print_results
     from distill.report.progress import RunProgress
     from distill.runner import RecipeRunner
 
+    _log_to(Console(stderr=True), logging.WARNING if args.quiet else logging.INFO)
     recipe, path = load_recipe(args.recipe, args.overrides)
     if args.output_dir is not None:
         run_dir = args.output_dir

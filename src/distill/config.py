@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from distill.data.sources import DATASETS, DataSpec
+from distill.engine.cache import TeacherCacheSpec
 from distill.engine.trainer import TrainSpec
 from distill.errors import RecipeError, unknown_name_message
 from distill.methods import METHODS
@@ -107,6 +108,16 @@ class StudentSpec(Section):
     model: ModelField
     method: MethodField = Field(default_factory=ScratchSpec)
     train: TrainSpec | None = None
+    teacher_cache: TeacherCacheSpec | None = None
+
+    @model_validator(mode="after")
+    def _cache_fits_method(self) -> StudentSpec:
+        if self.teacher_cache is not None and self.method.cacheable_temperature() is None:
+            raise ValueError(
+                f"teacher_cache: method '{self.method.name}' cannot use a teacher-output cache "
+                "(it needs no teacher, or it matches features, which are not cached)"
+            )
+        return self
 
 
 class Recipe(Section):
@@ -165,6 +176,11 @@ class Recipe(Section):
             raise ValueError(f"teacher and a student are both named '{self.teacher.name}'")
         data_spec: DataSpec = self.data
         for student in self.students:
+            if student.method.uses_teacher and self.teacher is None:
+                raise ValueError(
+                    f"student '{student.name}': method '{student.method.name}' needs a teacher; "
+                    "add a 'teacher' section"
+                )
             train = self.train_of(student)
             if train.report == "best" and data_spec.val_fraction == 0:
                 raise ValueError(

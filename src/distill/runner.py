@@ -7,6 +7,7 @@ recipe → data → models → method → :class:`~distill.engine.Trainer` → r
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import nn
 
 from distill.config import Recipe, StudentSpec, TeacherSpec
 from distill.data import DataBundle, load_data
+from distill.engine.cache import CacheKey, TeacherOutputCache, cache_draws, weights_fingerprint
 from distill.engine.checkpoint import load_weights, read_metadata
 from distill.engine.metrics import evaluate
 from distill.engine.trainer import EpochRecord, Trainer, TrainSpec
@@ -27,6 +29,7 @@ from distill.models import ImportedModelSpec, ModelSpec, build_model, count_para
 from distill.report.plots import plot_learning_curves
 from distill.report.rundir import RunDirectory
 
+LOG = logging.getLogger("distill")
 EpochCallback = Callable[[str, EpochRecord, int], None]
 
 
@@ -136,7 +139,8 @@ class RecipeRunner:
             teacher_model, teacher_result = self._teacher(recipe.teacher, loaded_teacher, data, device)
             results.append(teacher_result)
         for index, student in enumerate(recipe.students):
-            method = self._student_method(index, student, data, teacher_model, device)
+            cache = self._teacher_cache(student, data, teacher_model)
+            method = self._student_method(index, student, data, teacher_model, device, cache)
             results.append(
                 self._train(
                     student.name,
@@ -149,6 +153,14 @@ class RecipeRunner:
                     self.recipe.train_of(student),
                 )
             )
+            if cache is not None:
+                LOG.info(
+                    "%s: teacher cache %s — %d draw(s) computed, %d batch lookups",
+                    student.name,
+                    cache.path,
+                    cache.fills,
+                    cache.hits,
+                )
         summary = {
             "recipe": recipe.name,
             "seed": recipe.seed,
@@ -245,6 +257,7 @@ class RecipeRunner:
         data: DataBundle,
         teacher: nn.Module | None,
         device: torch.device,
+        teacher_cache: TeacherOutputCache | None = None,
     ) -> Method:
         owner = f"students[{index}]"
         model = instantiate(spec.model, data, owner, self.recipe.seed)
@@ -254,8 +267,32 @@ class RecipeRunner:
             example_inputs=data.train.inputs[:8].to(device),
             num_classes=data.num_classes,
             owner=f"{owner}.method",
+            teacher_cache=teacher_cache,
         )
         return build_method(spec.method, context)
+
+    def _teacher_cache(
+        self, spec: StudentSpec, data: DataBundle, teacher: nn.Module | None
+    ) -> TeacherOutputCache | None:
+        """Open (or create) the teacher-output cache this student's recipe asks for."""
+        options = spec.teacher_cache
+        temperature = spec.method.cacheable_temperature()
+        if options is None or teacher is None or temperature is None:
+            return None
+        train = self.recipe.train_of(spec)
+        key = CacheKey(
+            teacher=weights_fingerprint(teacher),
+            data=data.fingerprint(),
+            augment=train.augment.model_dump_json(exclude={"draws"}),
+            seed=self.recipe.seed,
+            draws=cache_draws(train.epochs, train.augment.enabled, train.augment.draws),
+            temperature=temperature,
+            top_k=options.top_k,
+            precision=options.precision,
+            num_samples=len(data.train),
+            num_classes=data.num_classes,
+        )
+        return TeacherOutputCache(key, options.directory, options.batch_size)
 
     # ------------------------------------------------------------------ shared
     def _train(

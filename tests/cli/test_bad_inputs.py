@@ -87,7 +87,7 @@ CASES = {
     ),
     "kd without teacher": (
         lambda f: {**tiny_recipe(), "teacher": None},
-        "students[1].method: method 'kd' needs a teacher",
+        "student 'kd': method 'kd' needs a teacher; add a 'teacher' section",
     ),
     "best without validation split": (
         lambda f: tiny_recipe(

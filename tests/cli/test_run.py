@@ -176,3 +176,24 @@ def test_summarize_aggregates_runs(finished_run, tmp_path, capsys):
     assert kd["std"] == pytest.approx(0.02 / 2**0.5)
     assert run_cli("summarize", tmp_path / "missing") == 2
     assert "no summary.json" in capsys.readouterr().err
+
+
+def test_cached_teacher_outputs_are_reused_across_runs(tmp_path, write_recipe, monkeypatch, caplog):
+    import logging
+
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    recipe = tiny_recipe()
+    recipe["students"] = [dict(recipe["students"][1], teacher_cache={"precision": "float32"})]
+    recipe["train"]["augment"]["draws"] = 2
+    path = write_recipe(recipe)
+    with caplog.at_level(logging.INFO, logger="distill"):
+        assert run_cli("run", path, "--output-dir", tmp_path / "first") == 0
+        assert "2 draw(s) computed" in caplog.text
+        caplog.clear()
+        assert run_cli("run", path, "--output-dir", tmp_path / "second") == 0
+        assert "0 draw(s) computed" in caplog.text
+    first = json.loads((tmp_path / "first" / "summary.json").read_text())["results"]
+    second = json.loads((tmp_path / "second" / "summary.json").read_text())["results"]
+    accuracy = lambda rows: [(r["name"], r["test_accuracy"], r["val_accuracy"]) for r in rows]  # noqa: E731
+    assert accuracy(first) == accuracy(second)
+    assert len(list((tmp_path / "cache" / "teacher-outputs").iterdir())) == 1

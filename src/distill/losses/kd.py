@@ -45,9 +45,20 @@ def kd_loss(
     _check_logits(student_logits, teacher_logits)
     if temperature <= 0:
         raise ValueError(f"kd_loss: temperature must be > 0, got {temperature}")
-    student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
     teacher_log_probs = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
-    divergence = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+    return kd_loss_from_log_probs(student_logits, teacher_log_probs, temperature)
+
+
+def kd_loss_from_log_probs(
+    student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """:func:`kd_loss` with the teacher given as log-probabilities already softened at ``T``
+    (as a teacher-output cache stores them): ``T² · KL(q_T ‖ softmax(student/T))``."""
+    _check_logits(student_logits, teacher_log_probs)
+    student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
+    divergence = F.kl_div(
+        student_log_probs, teacher_log_probs.detach(), reduction="batchmean", log_target=True
+    )
     return divergence * temperature**2
 
 

@@ -1,7 +1,16 @@
 """Training methods: each defines one step that turns a batch into named loss terms."""
 
 from distill.methods import kd, scratch  # noqa: F401  (registration side effects)
-from distill.methods.base import Batch, FrozenTeacher, Method, MethodSpec, TeacherOutput
+from distill.methods.base import (
+    Batch,
+    CachedTeacher,
+    EpochStart,
+    FrozenTeacher,
+    Method,
+    MethodSpec,
+    TeacherOutput,
+    TeacherOutputStore,
+)
 from distill.methods.registry import METHODS, MethodContext
 
 
@@ -15,10 +24,13 @@ def build_method(spec: MethodSpec, context: MethodContext) -> Method:
 __all__ = [
     "METHODS",
     "Batch",
+    "CachedTeacher",
+    "EpochStart",
     "FrozenTeacher",
     "Method",
     "MethodContext",
     "MethodSpec",
     "TeacherOutput",
+    "TeacherOutputStore",
     "build_method",
 ]

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
 
-from distill.data.augment import Mixing
+from distill.data.augment import AugmentPlan, Mixing
+from distill.data.bundle import Split
 from distill.models.taps import FeatureTaps
 from distill.schema import Section
 
 
 class MethodSpec(Section):
-    """Base of every method spec; ``name`` selects the registry entry."""
+    """Base of every method spec; ``name`` selects the registry entry.
+
+    ``uses_teacher``: whether the method needs the recipe's teacher.
+    """
 
     name: str
+
+    uses_teacher: ClassVar[bool] = False
+
+    def cacheable_temperature(self) -> float | None:
+        """The temperature at which teacher outputs may be cached for this method, or ``None``
+        if the method cannot use a teacher-output cache."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -59,33 +71,113 @@ class Method(nn.Module):
         """Named, already weighted loss terms for one batch; their sum is minimized."""
         raise NotImplementedError
 
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Calling the method runs :meth:`step` (so a DDP wrapper sees every training forward)."""
+        return self.step(batch)
+
+    def on_epoch_start(self, epoch: EpochStart) -> None:
+        """Called by the trainer before each epoch (e.g. to fill a teacher-output cache)."""
+
     def evaluated_model(self) -> nn.Module:
         """The model that is evaluated, checkpointed and reported."""
         return self.student
 
 
 @dataclass(frozen=True)
+class EpochStart:
+    """What the trainer tells a method before an epoch: which draw, under which plan."""
+
+    epoch: int
+    draw: int
+    plan: AugmentPlan | None
+    train: Split
+    device: torch.device
+
+
+@dataclass(frozen=True)
 class TeacherOutput:
-    logits: torch.Tensor
+    """A teacher's answer for one batch: raw logits (live) or log-probabilities at the method's
+    temperature (cached), plus tapped features (live only)."""
+
+    logits: torch.Tensor | None
     features: dict[str, torch.Tensor]
+    log_probs: torch.Tensor | None = None
 
 
 class FrozenTeacher:
     """A pretrained teacher queried in eval mode under ``torch.inference_mode``.
 
     Outputs are cloned out of inference mode (a cheap copy of the logits and tapped features)
-    so that student losses can save them for backward.
+    so that student losses can save them for backward. ``precision="bfloat16"`` runs the
+    teacher under bf16 autocast (outputs are returned as float32).
     """
 
-    def __init__(self, model: nn.Module, tapped_layers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tapped_layers: list[str] | None = None,
+        precision: str = "float32",
+    ) -> None:
         self.model = model.eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.taps = FeatureTaps(model, tapped_layers or [], owner="teacher")
+        self.precision = precision
 
-    def __call__(self, inputs: torch.Tensor) -> TeacherOutput:
+    def prepare(self, epoch: EpochStart) -> None:
+        """A live teacher needs no preparation."""
+
+    def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput:
         self.model.eval()
-        with torch.inference_mode():
+        bf16 = self.precision == "bfloat16"
+        with torch.inference_mode(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=bf16):
             logits = self.model(inputs)
             features = dict(self.taps.features)
-        return TeacherOutput(logits.clone(), {name: value.clone() for name, value in features.items()})
+        return TeacherOutput(
+            logits.float().clone(), {name: value.float().clone() for name, value in features.items()}
+        )
+
+
+class TeacherOutputStore(Protocol):
+    """Stored teacher log-probabilities by (draw, sample index); see
+    :class:`distill.engine.cache.TeacherOutputCache`."""
+
+    batch_size: int
+
+    def is_filled(self, draw: int) -> bool: ...
+
+    def fill(
+        self,
+        draw: int,
+        teacher: nn.Module,
+        split: Split,
+        plan: AugmentPlan | None,
+        device: torch.device,
+        batch_size: int,
+    ) -> None: ...
+
+    def log_probs(self, draw: int, indices: torch.Tensor, device: torch.device) -> torch.Tensor: ...
+
+
+class CachedTeacher:
+    """A frozen teacher whose outputs come from a :class:`~distill.engine.cache.TeacherOutputCache`.
+
+    Before each epoch the draw it uses is filled if missing (one pass of the live teacher over
+    the augmented training split); during the epoch every batch is a lookup by (draw, index).
+    """
+
+    def __init__(self, live: FrozenTeacher, cache: TeacherOutputStore) -> None:
+        self.live = live
+        self.cache = cache
+
+    def prepare(self, epoch: EpochStart) -> None:
+        if not self.cache.is_filled(epoch.draw):
+            self.cache.fill(
+                epoch.draw, self.live.model, epoch.train, epoch.plan, epoch.device, self.cache.batch_size
+            )
+
+    def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput:
+        if batch is None:
+            raise ValueError("a cached teacher is addressed by the batch's (draw, indices)")
+        log_probs = self.cache.log_probs(batch.draw, batch.indices, inputs.device)
+        return TeacherOutput(None, {}, log_probs)

@@ -7,21 +7,37 @@ Loss (Hinton et al. 2015, Sec. 2; see :func:`distill.losses.kd_loss`)::
 
 where ``x̃`` is the augmented batch: student and teacher always see the *same* input, which is
 what makes distillation on mixup/shifted inputs "function matching" (Beyer et al., CVPR 2022).
-Feature pairs use FitNet hints (Romero et al. 2015, Eq. 3) or attention transfer (Zagoruyko &
-Komodakis 2017, Eq. 2).
+When the student's recipe sets ``teacher_cache``, the teacher's outputs come from a
+memory-mapped teacher-output cache (:mod:`distill.engine.cache`) that replays each augmentation
+draw exactly. Feature pairs use FitNet hints (Romero et al. 2015, Eq. 3) or attention transfer
+(Zagoruyko & Komodakis 2017, Eq. 2).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from distill.errors import DistillError
-from distill.losses import HintRegressor, attention_transfer_loss, fitnet_hint_loss, kd_loss
-from distill.methods.base import Batch, FrozenTeacher, Method, MethodSpec
+from distill.losses import (
+    HintRegressor,
+    attention_transfer_loss,
+    fitnet_hint_loss,
+    kd_loss,
+    kd_loss_from_log_probs,
+)
+from distill.methods.base import (
+    Batch,
+    CachedTeacher,
+    EpochStart,
+    FrozenTeacher,
+    Method,
+    MethodSpec,
+    TeacherOutputStore,
+)
 from distill.methods.registry import METHODS, MethodContext
 from distill.methods.scratch import classification_loss
 from distill.models.taps import FeatureTaps
@@ -45,6 +61,12 @@ class KDSpec(MethodSpec):
     kd_weight: float = Field(default=0.9, ge=0.0)
     ce_weight: float = Field(default=0.1, ge=0.0)
     features: list[FeaturePairSpec] = Field(default_factory=list)
+    teacher_precision: Literal["float32", "bfloat16"] = "float32"
+
+    uses_teacher: ClassVar[bool] = True
+
+    def cacheable_temperature(self) -> float | None:
+        return None if self.features else self.temperature
 
 
 class KnowledgeDistillation(Method):
@@ -60,13 +82,18 @@ class KnowledgeDistillation(Method):
         features: list[FeaturePairSpec],
         example_inputs: torch.Tensor,
         owner: str = "method",
+        teacher_cache: TeacherOutputStore | None = None,
+        teacher_precision: str = "float32",
     ) -> None:
         super().__init__(student)
         self.temperature = temperature
         self.kd_weight = kd_weight
         self.ce_weight = ce_weight
         self.pairs = list(features)
-        self.teacher = FrozenTeacher(teacher, [pair.teacher for pair in self.pairs])
+        live = FrozenTeacher(teacher, [pair.teacher for pair in self.pairs], teacher_precision)
+        self.teacher: FrozenTeacher | CachedTeacher = live
+        if teacher_cache is not None:
+            self.teacher = CachedTeacher(live, teacher_cache)
         self.student_taps = FeatureTaps(
             student, [pair.student for pair in self.pairs], owner=f"{owner}.features (student)"
         )
@@ -80,7 +107,7 @@ class KnowledgeDistillation(Method):
         with torch.no_grad():
             self.student(example_inputs)
         student_features = dict(self.student_taps.features)
-        teacher_features = self.teacher(example_inputs).features
+        teacher_features = self.teacher(example_inputs, None).features
         self.student.train(was_training)
         for index, pair in enumerate(self.pairs):
             student_shape = student_features[pair.student].shape
@@ -97,12 +124,20 @@ class KnowledgeDistillation(Method):
             except ValueError as error:
                 raise DistillError(f"{owner}.features[{index}]: {error}") from None
 
+    def on_epoch_start(self, epoch: EpochStart) -> None:
+        self.teacher.prepare(epoch)
+
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        teacher = self.teacher(batch.inputs)
+        teacher = self.teacher(batch.inputs, batch)
         student_logits = self.student(batch.inputs)
+        if teacher.log_probs is not None:
+            kd_term = kd_loss_from_log_probs(student_logits, teacher.log_probs, self.temperature)
+        else:
+            assert teacher.logits is not None
+            kd_term = kd_loss(student_logits, teacher.logits, self.temperature)
         terms = {
             "ce": self.ce_weight * classification_loss(student_logits, batch),
-            "kd": self.kd_weight * kd_loss(student_logits, teacher.logits, self.temperature),
+            "kd": self.kd_weight * kd_term,
         }
         for index, pair in enumerate(self.pairs):
             student_feature = self.student_taps.features[pair.student]
@@ -129,4 +164,6 @@ def build_kd(spec: KDSpec, context: MethodContext) -> Method:
         spec.features,
         context.example_inputs,
         owner=context.owner,
+        teacher_cache=context.teacher_cache,
+        teacher_precision=spec.teacher_precision,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from distill.methods.base import TeacherOutputStore
 from distill.registry import SpecRegistry
 
 
@@ -15,6 +16,7 @@ class MethodContext:
     """Everything a method factory may need: the student, the teacher (if any), the data shape.
 
     ``example_inputs`` is a small batch used to infer feature shapes (e.g. for hint regressors).
+    ``teacher_cache`` is an opened teacher-output cache when the recipe asks for one.
     """
 
     student: nn.Module
@@ -22,6 +24,7 @@ class MethodContext:
     example_inputs: torch.Tensor
     num_classes: int
     owner: str = "method"
+    teacher_cache: TeacherOutputStore | None = None
 
 
 #: Training methods; ``build(spec, context) -> Method``.

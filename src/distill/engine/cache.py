@@ -1,0 +1,272 @@
+"""Teacher-output cache: a frozen teacher's outputs computed once, memory-mapped from disk.
+
+Offline distillation queries the same frozen teacher on the same inputs over and over. The cache
+stores, for every augmentation *draw* ``d`` and training sample ``i``, the teacher's
+temperature-``T`` log-probabilities on exactly the augmented input the student sees under that
+draw (see :class:`~distill.data.augment.AugmentPlan`, which makes a sample's augmentation a
+function of (draw, index) alone). This is the Fast Knowledge Distillation recipe (Shen & Xing,
+ECCV 2022: store the augmentation parameters and the teacher's top-k soft labels per draw),
+generalized to mixup partners, shifts, noise, flips and crops.
+
+Storage per (draw, sample): all ``C`` log-probabilities, or the ``top_k`` largest as
+(log-probability, class) pairs — the remaining probability mass is spread evenly over the other
+classes when the distribution is rebuilt. Files live under
+``$DISTILL_CACHE/teacher-outputs/<key>/`` where the key hashes the teacher's weights, the data
+fingerprint, the augmentation spec and seed, the number of draws, ``T``, ``top_k`` and the
+storage precision: any change selects another cache. Each draw is filled the first time it is
+needed and stamped with a CRC32; a draw whose bytes no longer match, or a truncated file, is
+detected and recomputed, with a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill.data.augment import AugmentPlan, apply_plan
+from distill.data.bundle import Split
+from distill.engine.checkpoint import atomic_write_json
+from distill.schema import PositiveInt, Section
+
+LOG = logging.getLogger("distill")
+FORMAT_VERSION = 1
+
+
+class TeacherCacheSpec(Section):
+    """``top_k``: keep the k most probable classes (unset: all); ``precision`` of stored values;
+    ``directory``: where caches live (default ``$DISTILL_CACHE/teacher-outputs``)."""
+
+    top_k: PositiveInt | None = None
+    precision: Literal["float32", "float16"] = "float16"
+    directory: Path | None = None
+    batch_size: PositiveInt = 1024
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer (names, shapes, bytes) of ``model``."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything the cached values depend on."""
+
+    teacher: str
+    data: str
+    augment: str
+    seed: int
+    draws: int
+    temperature: float
+    top_k: int | None
+    precision: str
+    num_samples: int
+    num_classes: int
+
+    def digest(self) -> str:
+        payload = json.dumps({"version": FORMAT_VERSION, **self.__dict__}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def default_cache_root() -> Path:
+    from distill.data.sources import cache_dir
+
+    return cache_dir() / "teacher-outputs"
+
+
+class TeacherOutputCache:
+    """Memory-mapped teacher log-probabilities for ``draws × samples``, filled draw by draw."""
+
+    def __init__(self, key: CacheKey, root: Path | None = None, batch_size: int = 1024) -> None:
+        self.key = key
+        self.batch_size = batch_size
+        self.path = (root or default_cache_root()) / key.digest()
+        self.stored_classes = key.top_k if key.top_k is not None else key.num_classes
+        self.stored_classes = min(self.stored_classes, key.num_classes)
+        self.dtype = np.float16 if key.precision == "float16" else np.float32
+        self._values: np.memmap | None = None
+        self._classes: np.memmap | None = None
+        self._verified: set[int] = set()
+        self.hits = 0
+        self.fills = 0
+        self._open()
+
+    # ------------------------------------------------------------------ files
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    @property
+    def sparse(self) -> bool:
+        return self.stored_classes < self.key.num_classes
+
+    def _shape(self) -> tuple[int, int, int]:
+        return (self.key.draws, self.key.num_samples, self.stored_classes)
+
+    def _open(self) -> None:
+        meta = self._read_meta()
+        if meta is not None:
+            try:
+                self._values = self._load_checked("values")
+                if self.sparse:
+                    self._classes = self._load_checked("classes")
+                self.meta = meta
+                return
+            except (OSError, ValueError, EOFError) as error:
+                LOG.warning("teacher cache %s is damaged (%s); rebuilding it", self.path, error)
+        self._create()
+
+    def _load_checked(self, name: str) -> np.memmap:
+        """Memory-map ``name.npy`` for writing after checking its shape and length read-only
+        (numpy would silently extend a truncated file opened for writing)."""
+        path = self.path / f"{name}.npy"
+        probe = np.load(path, mmap_mode="r")  # raises on a file shorter than its header says
+        if probe.shape != self._shape():
+            raise ValueError(f"{name}.npy has shape {probe.shape}, expected {self._shape()}")
+        if path.stat().st_size < probe.offset + probe.nbytes:
+            raise ValueError(f"{name}.npy is truncated")
+        del probe
+        return np.load(path, mmap_mode="r+")
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        if not self.meta_path.exists():
+            return None
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            LOG.warning("teacher cache %s has unreadable metadata (%s); rebuilding it", self.path, error)
+            return None
+        if meta.get("key") != self.key.__dict__:
+            LOG.warning("teacher cache %s belongs to another key; rebuilding it", self.path)
+            return None
+        return meta
+
+    def _create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._values = np.lib.format.open_memmap(
+            self.path / "values.npy", mode="w+", dtype=self.dtype, shape=self._shape()
+        )
+        if self.sparse:
+            class_dtype = np.int16 if self.key.num_classes < 2**15 else np.int32
+            self._classes = np.lib.format.open_memmap(
+                self.path / "classes.npy", mode="w+", dtype=class_dtype, shape=self._shape()
+            )
+        self.meta = {"key": self.key.__dict__, "checksums": {}}
+        atomic_write_json(self.meta_path, self.meta)
+
+    def _checksum(self, draw: int) -> int:
+        assert self._values is not None
+        checksum = zlib.crc32(np.ascontiguousarray(self._values[draw]).data)
+        if self._classes is not None:
+            checksum = zlib.crc32(np.ascontiguousarray(self._classes[draw]).data, checksum)
+        return checksum
+
+    def bytes_per_sample(self) -> int:
+        """Bytes stored per (draw, sample)."""
+        values = self.stored_classes * np.dtype(self.dtype).itemsize
+        classes = 0 if self._classes is None else self.stored_classes * self._classes.dtype.itemsize
+        return values + classes
+
+    # ------------------------------------------------------------------ use
+    def is_filled(self, draw: int) -> bool:
+        """Whether ``draw`` is complete and its bytes still match their checksum."""
+        stored = self.meta["checksums"].get(str(draw))
+        if stored is None:
+            return False
+        if draw in self._verified:
+            return True
+        if self._checksum(draw) != stored:
+            LOG.warning("teacher cache %s: draw %d failed its checksum; recomputing it", self.path, draw)
+            return False
+        self._verified.add(draw)
+        return True
+
+    def fill(
+        self,
+        draw: int,
+        teacher: nn.Module,
+        split: Split,
+        plan: AugmentPlan | None,
+        device: torch.device,
+        batch_size: int,
+    ) -> None:
+        """Run ``teacher`` over every sample of ``split`` under ``plan`` and store draw ``draw``."""
+        assert self._values is not None
+        teacher.eval()
+        temperature = self.key.temperature
+        for start in range(0, len(split), batch_size):
+            indices = torch.arange(start, min(start + batch_size, len(split)))
+            inputs = split.inputs[indices].to(device)
+            if plan is not None:
+                inputs, _ = apply_plan(plan, inputs, indices, split.inputs, split.targets)
+            with torch.inference_mode():
+                log_probs = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
+            if self.sparse:
+                assert self._classes is not None
+                top_values, top_classes = log_probs.topk(self.stored_classes, dim=1)
+                self._values[draw, start : start + len(indices)] = top_values.cpu().numpy()
+                self._classes[draw, start : start + len(indices)] = top_classes.cpu().numpy()
+            else:
+                self._values[draw, start : start + len(indices)] = log_probs.cpu().numpy()
+        self._values.flush()
+        if self._classes is not None:
+            self._classes.flush()
+        self.meta["checksums"][str(draw)] = self._checksum(draw)
+        atomic_write_json(self.meta_path, self.meta)
+        self._verified.add(draw)
+        self.fills += 1
+
+    def log_probs(self, draw: int, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Teacher log-probabilities at temperature T, ``(batch, num_classes)``, for ``indices``."""
+        assert self._values is not None
+        rows = indices.numpy()
+        values = torch.from_numpy(np.asarray(self._values[draw, rows], dtype=np.float32)).to(device)
+        self.hits += 1
+        if not self.sparse:
+            return values
+        assert self._classes is not None
+        classes = torch.from_numpy(self._classes[draw, rows].astype(np.int64)).to(device)
+        return rebuild_log_probs(values, classes, self.key.num_classes)
+
+
+def rebuild_log_probs(
+    top_log_probs: torch.Tensor, top_classes: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """A full log-distribution from its top-k entries: the mass left over is spread evenly over
+    the ``num_classes − k`` other classes."""
+    top_probs = top_log_probs.exp()
+    others = num_classes - top_probs.shape[1]
+    remainder = (1.0 - top_probs.sum(dim=1, keepdim=True)).clamp_min(1e-12)
+    floor = (remainder / max(others, 1)).log()
+    full = floor.expand(-1, num_classes).clone()
+    full.scatter_(1, top_classes, top_log_probs)
+    return full
+
+
+def cache_draws(epochs: int, augment_enabled: bool, fixed_draws: int | None) -> int:
+    """How many draws a run needs: 1 without augmentation, else ``draws`` or one per epoch."""
+    if not augment_enabled:
+        return 1
+    return fixed_draws if fixed_draws is not None else epochs
+
+
+def expected_bytes(draws: int, samples: int, classes: int, top_k: int | None, precision: str) -> int:
+    """Disk size of a cache with these dimensions (for reports)."""
+    stored = classes if top_k is None else min(top_k, classes)
+    value_bytes = 2 if precision == "float16" else 4
+    class_bytes = 0 if stored == classes else (2 if classes < 2**15 else 4)
+    return math.prod((draws, samples, stored)) * (value_bytes + class_bytes)

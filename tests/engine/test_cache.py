@@ -1,0 +1,158 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from distill.data import AugmentSpec, apply_plan, draw_plan, load_data
+from distill.data.sources import SyntheticSpec
+from distill.engine.cache import (
+    CacheKey,
+    TeacherOutputCache,
+    cache_draws,
+    expected_bytes,
+    rebuild_log_probs,
+    weights_fingerprint,
+)
+from distill.methods import Batch, EpochStart, MethodContext, build_method
+from distill.methods.kd import KDSpec
+from distill.models import build_model
+from distill.models.cnn import CNN1dSpec
+from distill.models.mlp import MLPSpec
+
+AUGMENT = AugmentSpec(mixup_alpha=1.0, shift=2, noise=0.1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(SyntheticSpec(num_samples=200, num_test=50, num_classes=6, shape=[1, 24]))
+
+
+@pytest.fixture(scope="module")
+def teacher(data):
+    torch.manual_seed(0)
+    return build_model(CNN1dSpec(channels=[8, 8]), data.input_shape, data.num_classes).eval()
+
+
+def make_key(teacher, data, **changes):
+    fields = dict(
+        teacher=weights_fingerprint(teacher),
+        data=data.fingerprint(),
+        augment=AUGMENT.model_dump_json(),
+        seed=0,
+        draws=2,
+        temperature=2.0,
+        top_k=None,
+        precision="float32",
+        num_samples=len(data.train),
+        num_classes=data.num_classes,
+    )
+    fields.update(changes)
+    return CacheKey(**fields)
+
+
+def fill_all(cache, teacher, data):
+    for draw in range(cache.key.draws):
+        plan = draw_plan(AUGMENT, len(data.train), data.input_shape, seed=100 + draw)
+        cache.fill(draw, teacher, data.train, plan, torch.device("cpu"), batch_size=64)
+
+
+def test_cached_outputs_equal_the_live_teacher_on_the_same_augmented_inputs(tmp_path, data, teacher):
+    cache = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    fill_all(cache, teacher, data)
+    plan = draw_plan(AUGMENT, len(data.train), data.input_shape, seed=101)
+    indices = torch.randperm(len(data.train))[:17]
+    inputs, _ = apply_plan(plan, data.train.inputs[indices], indices, data.train.inputs, data.train.targets)
+    with torch.no_grad():
+        live = torch.log_softmax(teacher(inputs) / 2.0, dim=1)
+    torch.testing.assert_close(cache.log_probs(1, indices, torch.device("cpu")), live, rtol=1e-5, atol=1e-5)
+
+
+def test_reused_across_opens_and_separated_by_key(tmp_path, data, teacher):
+    first = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    fill_all(first, teacher, data)
+    again = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    assert again.path == first.path and all(again.is_filled(d) for d in range(2))
+    for change in ({"temperature": 4.0}, {"seed": 1}, {"top_k": 3}, {"augment": "{}"}):
+        other = TeacherOutputCache(make_key(teacher, data, **change), tmp_path)
+        assert other.path != first.path and not other.is_filled(0)
+    trained = build_model(CNN1dSpec(channels=[8, 8]), data.input_shape, data.num_classes)
+    assert weights_fingerprint(trained) != weights_fingerprint(teacher)
+
+
+def test_corrupted_draw_is_detected_and_recomputed(tmp_path, data, teacher, caplog):
+    cache = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    fill_all(cache, teacher, data)
+    values = np.load(cache.path / "values.npy", mmap_mode="r+")
+    values[1, 5, 2] += 1.0
+    values.flush()
+    reopened = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        assert reopened.is_filled(0) and not reopened.is_filled(1)
+    assert "draw 1 failed its checksum" in caplog.text
+
+
+def test_truncated_file_is_rebuilt_with_a_message(tmp_path, data, teacher, caplog):
+    cache = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    fill_all(cache, teacher, data)
+    path = cache.path / "values.npy"
+    path.write_bytes(path.read_bytes()[:200])
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        rebuilt = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    assert "is damaged" in caplog.text
+    assert not rebuilt.is_filled(0)
+
+
+def test_top_k_keeps_the_top_classes_and_the_remaining_mass(tmp_path, data, teacher):
+    key = make_key(teacher, data, top_k=2, precision="float16")
+    cache = TeacherOutputCache(key, tmp_path)
+    fill_all(cache, teacher, data)
+    full_cache = TeacherOutputCache(make_key(teacher, data), tmp_path)
+    fill_all(full_cache, teacher, data)
+    indices = torch.arange(10)
+    approx = cache.log_probs(0, indices, torch.device("cpu"))
+    exact = full_cache.log_probs(0, indices, torch.device("cpu"))
+    torch.testing.assert_close(approx.exp().sum(1), torch.ones(10), atol=2e-3, rtol=0)
+    top_values, top_classes = exact.topk(2, dim=1)
+    torch.testing.assert_close(approx.gather(1, top_classes), top_values, atol=2e-3, rtol=0)
+    assert cache.bytes_per_sample() == 2 * 2 + 2 * 2  # float16 values + int16 classes
+    assert full_cache.bytes_per_sample() == 6 * 4
+
+
+def test_rebuild_golden_value():
+    log_probs = rebuild_log_probs(torch.tensor([[float(np.log(0.7))]]), torch.tensor([[2]]), 4)
+    torch.testing.assert_close(log_probs.exp(), torch.tensor([[0.1, 0.1, 0.7, 0.1]]))
+
+
+def test_kd_with_cache_gives_the_live_kd_terms(tmp_path, data, teacher):
+    torch.manual_seed(1)
+    student = build_model(MLPSpec(hidden=[16]), data.input_shape, data.num_classes)
+    key = make_key(teacher, data, draws=1)
+    cache = TeacherOutputCache(key, tmp_path, batch_size=64)
+    spec = KDSpec(temperature=2.0)
+    example = data.train.inputs[:4]
+    live = build_method(spec, MethodContext(student, teacher, example, data.num_classes))
+    cached = build_method(
+        spec, MethodContext(student, teacher, example, data.num_classes, teacher_cache=cache)
+    )
+    plan = draw_plan(AUGMENT, len(data.train), data.input_shape, seed=100)
+    cached.on_epoch_start(EpochStart(0, 0, plan, data.train, torch.device("cpu")))
+    assert cache.fills == 1
+    indices = torch.arange(30, 62)
+    inputs, mixing = apply_plan(
+        plan, data.train.inputs[indices], indices, data.train.inputs, data.train.targets
+    )
+    batch = Batch(inputs, data.train.targets[indices], indices, data.num_classes, mixing, draw=0)
+    live_terms, cached_terms = live.step(batch), cached.step(batch)
+    torch.testing.assert_close(cached_terms["kd"], live_terms["kd"], rtol=1e-4, atol=1e-6)
+    cached.on_epoch_start(EpochStart(1, 0, plan, data.train, torch.device("cpu")))
+    assert cache.fills == 1  # the draw is reused, not recomputed
+
+
+def test_draw_count_and_size_helpers():
+    assert cache_draws(epochs=30, augment_enabled=False, fixed_draws=None) == 1
+    assert cache_draws(epochs=30, augment_enabled=True, fixed_draws=None) == 30
+    assert cache_draws(epochs=30, augment_enabled=True, fixed_draws=4) == 4
+    full = expected_bytes(1, 1000, 100, None, "float32")
+    top10 = expected_bytes(1, 1000, 100, 10, "float16")
+    assert full == 400_000 and top10 == 40_000 and top10 <= full / 5
