@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="list datasets, models, methods, losses and built-in recipes")
 
+    bench = commands.add_parser(
+        "bench", help="time scratch, live-teacher KD, cached KD and a hand-written loop side by side"
+    )
+    sizes = bench.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="small sizes, under about 2 minutes")
+    sizes.add_argument("--tiny", action="store_true", help="smallest sizes, for tests (numbers meaningless)")
+    bench.add_argument("--repeats", type=int, default=None, help="timed epochs per variant")
+    bench.add_argument("--output-dir", type=Path, default=None, help="where bench.json/.md go")
+
     summarize = commands.add_parser(
         "summarize", help="mean ± std of test accuracy over finished runs (e.g. several seeds)"
     )
@@ -83,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_list(console)
         if args.command == "eval":
             return command_eval(args, console)
+        if args.command == "bench":
+            return command_bench(args, console)
         if args.command == "summarize":
             return command_summarize(args, console)
     except DistillError as error:
@@ -156,6 +167,23 @@ def command_list(console: Console) -> int:
         console.print(table)
     console.print("recipes: " + ", ".join(builtin_recipe_names()))
     console.print("models can also be any factory: name: 'package.module:callable' with kwargs")
+    return 0
+
+
+def command_bench(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from distill.bench import markdown_report, run_bench, write_report
+
+    if args.repeats is not None and args.repeats < 1:
+        raise DistillError(f"--repeats must be a positive integer, got {args.repeats}")
+    output_dir = args.output_dir or Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    scale = "quick" if args.quick else "tiny" if args.tiny else "full"
+    console.print(f"benchmarking ({scale}) → {output_dir}", highlight=False)
+    result = run_bench(scale, args.repeats)
+    json_path, markdown_path = write_report(result, output_dir)
+    console.print(markdown_report(result), highlight=False, markup=False)
+    console.print(f"wrote {json_path} and {markdown_path}", highlight=False)
     return 0
 
 

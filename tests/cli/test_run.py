@@ -197,3 +197,20 @@ def test_cached_teacher_outputs_are_reused_across_runs(tmp_path, write_recipe, m
     accuracy = lambda rows: [(r["name"], r["test_accuracy"], r["val_accuracy"]) for r in rows]  # noqa: E731
     assert accuracy(first) == accuracy(second)
     assert len(list((tmp_path / "cache" / "teacher-outputs").iterdir())) == 1
+
+
+def test_bench_writes_json_with_the_documented_shape_and_markdown(tmp_path, capsys):
+    assert run_cli("bench", "--tiny", "--output-dir", tmp_path / "bench") == 0
+    result = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert set(result["tasks"]) == {"mnist1d-mlp", "mnist1d-cnn", "images-resnet32x4-resnet8x4"}
+    for task in result["tasks"].values():
+        for key in ("scratch_epoch_s", "kd_live_epoch_s", "kd_cached_epoch_s", "plain_loop_epoch_s"):
+            assert isinstance(task[key], float) and task[key] > 0
+        assert task["kd_cached_over_scratch"] == pytest.approx(
+            task["kd_cached_epoch_s"] / task["scratch_epoch_s"]
+        )
+    assert result["cache"]["bytes_per_sample"] == {"full": 400, "top10": 40}
+    assert result["machine"]["torch"]
+    markdown = (tmp_path / "bench" / "bench.md").read_text()
+    assert "| mnist1d-mlp |" in markdown and "top10" in markdown
+    assert "| images-resnet32x4-resnet8x4 |" in capsys.readouterr().out

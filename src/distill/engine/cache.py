@@ -232,10 +232,17 @@ class TeacherOutputCache:
 
     def log_probs(self, draw: int, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Teacher log-probabilities at temperature T, ``(batch, num_classes)``, for ``indices``."""
-        assert self._values is not None
-        rows = indices.numpy()
-        values = torch.from_numpy(np.asarray(self._values[draw, rows], dtype=np.float32)).to(device)
         self.hits += 1
+        return self._dense(draw, indices.numpy(), device)
+
+    def draw_log_probs(self, draw: int, device: torch.device) -> torch.Tensor:
+        """All of draw ``draw`` as one dense ``(num_samples, num_classes)`` tensor on ``device``:
+        read once per epoch, then batches are plain tensor indexing."""
+        return self._dense(draw, slice(None), device)
+
+    def _dense(self, draw: int, rows: Any, device: torch.device) -> torch.Tensor:
+        assert self._values is not None
+        values = torch.from_numpy(np.asarray(self._values[draw, rows], dtype=np.float32)).to(device)
         if not self.sparse:
             return values
         assert self._classes is not None

@@ -143,6 +143,7 @@ class TeacherOutputStore(Protocol):
     :class:`distill.engine.cache.TeacherOutputCache`."""
 
     batch_size: int
+    hits: int
 
     def is_filled(self, draw: int) -> bool: ...
 
@@ -158,6 +159,8 @@ class TeacherOutputStore(Protocol):
 
     def log_probs(self, draw: int, indices: torch.Tensor, device: torch.device) -> torch.Tensor: ...
 
+    def draw_log_probs(self, draw: int, device: torch.device) -> torch.Tensor: ...
+
 
 class CachedTeacher:
     """A frozen teacher whose outputs come from a :class:`~distill.engine.cache.TeacherOutputCache`.
@@ -169,15 +172,24 @@ class CachedTeacher:
     def __init__(self, live: FrozenTeacher, cache: TeacherOutputStore) -> None:
         self.live = live
         self.cache = cache
+        self._draw: int | None = None
+        self._draw_log_probs: torch.Tensor | None = None
 
     def prepare(self, epoch: EpochStart) -> None:
         if not self.cache.is_filled(epoch.draw):
             self.cache.fill(
                 epoch.draw, self.live.model, epoch.train, epoch.plan, epoch.device, self.cache.batch_size
             )
+        if self._draw != epoch.draw:  # hold the epoch's draw in memory: a batch is one gather
+            self._draw_log_probs = self.cache.draw_log_probs(epoch.draw, epoch.device)
+            self._draw = epoch.draw
 
     def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput:
         if batch is None:
             raise ValueError("a cached teacher is addressed by the batch's (draw, indices)")
-        log_probs = self.cache.log_probs(batch.draw, batch.indices, inputs.device)
+        if self._draw == batch.draw and self._draw_log_probs is not None:
+            self.cache.hits += 1
+            log_probs = self._draw_log_probs[batch.indices.to(self._draw_log_probs.device)]
+        else:
+            log_probs = self.cache.log_probs(batch.draw, batch.indices, inputs.device)
         return TeacherOutput(None, {}, log_probs)

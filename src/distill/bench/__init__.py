@@ -1,0 +1,92 @@
+"""``distill bench``: speed and cache-fidelity measurements, side by side in one run.
+
+Benchmarks are not tests: they report medians of interleaved repeats as JSON and a markdown
+table, and assert nothing about time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.engine.checkpoint import atomic_write_bytes, atomic_write_json
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "python": platform.python_version(),
+    }
+
+
+def run_bench(scale: str = "full", repeats: int | None = None) -> dict[str, Any]:
+    """Time every task and measure top-k cache fidelity; returns the JSON document.
+
+    ``scale``: ``full``, ``quick`` (under about 2 minutes) or ``tiny`` (for tests).
+    """
+    from distill.bench.cache_accuracy import compare_top_k
+    from distill.bench.tasks import bench_tasks
+    from distill.bench.timing import time_task
+
+    repeats = repeats or {"tiny": 1, "quick": 3, "full": 7}[scale]
+    started = time.perf_counter()
+    tasks = {task.name: time_task(task, repeats) for task in bench_tasks(scale)}
+    cache = compare_top_k(scale)
+    return {
+        "tasks": tasks,
+        "cache": cache,
+        "machine": machine_info(),
+        "scale": scale,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """The bench result as markdown tables."""
+    lines = [
+        "| task | scratch s/epoch | KD live | KD cached | plain loop | cached/scratch | live/plain loop "
+        "| augmented: cached/scratch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, task in result["tasks"].items():
+        lines.append(
+            f"| {name} | {task['scratch_epoch_s']:.3f} | {task['kd_live_epoch_s']:.3f} "
+            f"| {task['kd_cached_epoch_s']:.3f} | {task['plain_loop_epoch_s']:.3f} "
+            f"| {task['kd_cached_over_scratch']:.2f}× | {task['kd_live_over_plain_loop']:.2f}× "
+            f"| {task['kd_cached_augmented_over_scratch_augmented']:.2f}× |"
+        )
+    cache = result["cache"]
+    top = next(key for key in cache["bytes_per_sample"] if key != "full")
+    lines += [
+        "",
+        f"Top-k cache ({cache['task']}, {cache['epochs']} epochs, seeds {cache['seeds']}): "
+        f"full logits {100 * cache['full_mean']:.2f}% vs {top} {100 * cache[f'{top}_mean']:.2f}% "
+        f"({cache['difference_points']:+.2f} points) at {cache['bytes_per_sample'][top]} vs "
+        f"{cache['bytes_per_sample']['full']} bytes per sample ({cache['bytes_ratio']:.2f}×).",
+        "",
+        f"Medians of {next(iter(result['tasks'].values()))['repeats']} interleaved repeats; "
+        f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}, "
+        f"{result['machine']['torch_threads']} threads.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: dict[str, Any], output_dir: Path) -> tuple[Path, Path]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = output_dir / "bench.json", output_dir / "bench.md"
+    atomic_write_json(json_path, result)
+    atomic_write_bytes(markdown_path, markdown_report(result).encode())
+    return json_path, markdown_path
+
+
+__all__ = ["machine_info", "markdown_report", "run_bench", "write_report"]

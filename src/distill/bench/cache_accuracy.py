@@ -1,0 +1,92 @@
+"""How much accuracy a top-k teacher-output cache costs against full logits, and its bytes."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.data import load_data
+from distill.data.sources import SyntheticSpec
+from distill.engine.cache import CacheKey, TeacherOutputCache, cache_draws, weights_fingerprint
+from distill.engine.optim import OptimizerSpec
+from distill.engine.trainer import Trainer, TrainSpec
+from distill.methods import MethodContext, build_method
+from distill.methods.kd import KDSpec
+from distill.methods.scratch import Scratch
+from distill.models import build_model
+from distill.models.mlp import MLPSpec
+
+DEVICE = torch.device("cpu")
+NUM_CLASSES = 100
+TOP_K = 10
+
+
+def compare_top_k(scale: str) -> dict[str, Any]:
+    """Train one student per seed with a full-logit cache and with a top-10 cache (100 classes).
+
+    ``scale``: ``full`` (3 seeds, 30 epochs), ``quick`` (1 seed, 12 epochs) or ``tiny`` (tests).
+    """
+    tiny = scale == "tiny"
+    data = load_data(
+        SyntheticSpec(
+            num_samples=600 if tiny else 6000,
+            num_test=200 if tiny else 2000,
+            num_classes=NUM_CLASSES,
+            shape=[64],
+            clusters_per_class=3,
+            noise=1.0,
+        )
+    )
+    epochs = {"tiny": 1, "quick": 12, "full": 30}[scale]
+    seeds = [0, 1, 2] if scale == "full" else [0]
+    train = TrainSpec(epochs=epochs, batch_size=128, optimizer=OptimizerSpec(lr=2e-3))
+    torch.manual_seed(0)
+    teacher = build_model(MLPSpec(hidden=[512, 512]), data.input_shape, NUM_CLASSES)
+    teacher_fit = Trainer(Scratch(teacher), data, train, seed=0, device=DEVICE, model_name="teacher").fit()
+    spec = KDSpec(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
+    accuracies: dict[str, list[float]] = {"full": [], f"top{TOP_K}": []}
+    bytes_per_sample: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="distill-topk-") as root:
+        for seed in seeds:
+            for label, top_k, precision in (("full", None, "float32"), (f"top{TOP_K}", TOP_K, "float16")):
+                key = CacheKey(
+                    teacher=weights_fingerprint(teacher),
+                    data=data.fingerprint(),
+                    augment="{}",
+                    seed=seed,
+                    draws=cache_draws(epochs, False, None),
+                    temperature=spec.temperature,
+                    top_k=top_k,
+                    precision=precision,
+                    num_samples=len(data.train),
+                    num_classes=NUM_CLASSES,
+                )
+                cache = TeacherOutputCache(key, Path(root))
+                bytes_per_sample[label] = cache.bytes_per_sample()
+                torch.manual_seed(seed + 1)
+                student = build_model(MLPSpec(hidden=[64]), data.input_shape, NUM_CLASSES)
+                context = MethodContext(
+                    student, teacher, data.train.inputs[:8], NUM_CLASSES, teacher_cache=cache
+                )
+                fit = Trainer(
+                    build_method(spec, context), data, train, seed=seed, device=DEVICE, model_name=label
+                ).fit()
+                accuracies[label].append(fit.reported["test_accuracy"])
+    full, top = accuracies["full"], accuracies[f"top{TOP_K}"]
+    return {
+        "task": f"synthetic 64-d, {NUM_CLASSES} classes, mlp 512-512 teacher → mlp 64 student",
+        "epochs": epochs,
+        "seeds": seeds,
+        "teacher_test_accuracy": teacher_fit.reported["test_accuracy"],
+        "full_test_accuracy": full,
+        f"top{TOP_K}_test_accuracy": top,
+        "full_mean": statistics.fmean(full),
+        f"top{TOP_K}_mean": statistics.fmean(top),
+        "difference_points": 100 * (statistics.fmean(top) - statistics.fmean(full)),
+        "bytes_per_sample": bytes_per_sample,
+        "bytes_ratio": bytes_per_sample[f"top{TOP_K}"] / bytes_per_sample["full"],
+    }

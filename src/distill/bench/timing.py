@@ -1,0 +1,124 @@
+"""Side-by-side epoch timing: every variant of a task, interleaved, medians of repeats."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.bench.reference import make_reference_loader, reference_kd_epoch
+from distill.bench.tasks import BenchTask
+from distill.data.augment import AugmentSpec
+from distill.engine.cache import CacheKey, TeacherOutputCache, cache_draws, weights_fingerprint
+from distill.engine.optim import OptimizerSpec
+from distill.engine.trainer import Trainer, TrainSpec
+from distill.methods import MethodContext, build_method
+from distill.methods.kd import KDSpec
+from distill.methods.scratch import ScratchSpec
+from distill.models import build_model
+
+TEMPERATURE = 4.0
+KD = KDSpec(temperature=TEMPERATURE, kd_weight=0.9, ce_weight=0.1)
+DEVICE = torch.device("cpu")
+
+
+def _trainer(task: BenchTask, student: torch.nn.Module, teacher, augment: AugmentSpec, cache=None, kd=True):
+    spec = KD if kd else ScratchSpec()
+    context = MethodContext(
+        student,
+        teacher if kd else None,
+        task.data.train.inputs[:8],
+        task.data.num_classes,
+        teacher_cache=cache,
+    )
+    train = TrainSpec(
+        epochs=1000, batch_size=task.batch_size, augment=augment, optimizer=OptimizerSpec(lr=1e-3)
+    )
+    trainer = Trainer(
+        build_method(spec, context), task.data, train, seed=0, device=DEVICE, model_name=task.name
+    )
+    epoch = iter(range(10**6))
+    return lambda: trainer._train_epoch(next(epoch))
+
+
+def _cache(task: BenchTask, teacher, augment: AugmentSpec, root: Path) -> TeacherOutputCache:
+    key = CacheKey(
+        teacher=weights_fingerprint(teacher),
+        data=task.data.fingerprint(),
+        augment=augment.model_dump_json(exclude={"draws"}),
+        seed=0,
+        draws=cache_draws(1000, augment.enabled, augment.draws),
+        temperature=TEMPERATURE,
+        top_k=None,
+        precision="float16",
+        num_samples=len(task.data.train),
+        num_classes=task.data.num_classes,
+    )
+    return TeacherOutputCache(key, root)
+
+
+def _plain_loop(task: BenchTask, student, teacher) -> Callable[[], Any]:
+    loader = make_reference_loader(task.data.train.inputs, task.data.train.targets, task.batch_size, seed=0)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=1e-4)
+    return lambda: reference_kd_epoch(teacher, student, loader, optimizer, TEMPERATURE, 0.9, 0.1, DEVICE)
+
+
+def time_task(task: BenchTask, repeats: int) -> dict[str, Any]:
+    """Median seconds per training epoch of each variant, timed in interleaved rounds."""
+    torch.manual_seed(0)
+    teacher = build_model(task.teacher, task.data.input_shape, task.data.num_classes).eval()
+    torch.manual_seed(1)
+    student = build_model(task.student, task.data.input_shape, task.data.num_classes)
+    fresh = lambda: copy.deepcopy(student)  # noqa: E731  (same initialization for every variant)
+    plain = AugmentSpec()
+    with tempfile.TemporaryDirectory(prefix="distill-bench-") as root:
+        variants: dict[str, Callable[[], Any]] = {
+            "scratch_epoch_s": _trainer(task, fresh(), None, plain, kd=False),
+            "kd_live_epoch_s": _trainer(task, fresh(), copy.deepcopy(teacher), plain),
+            "kd_cached_epoch_s": _trainer(
+                task, fresh(), copy.deepcopy(teacher), plain, _cache(task, teacher, plain, Path(root))
+            ),
+            "plain_loop_epoch_s": _plain_loop(task, fresh(), copy.deepcopy(teacher)),
+            "scratch_augmented_epoch_s": _trainer(task, fresh(), None, task.augment, kd=False),
+            "kd_live_augmented_epoch_s": _trainer(task, fresh(), copy.deepcopy(teacher), task.augment),
+            "kd_cached_augmented_epoch_s": _trainer(
+                task,
+                fresh(),
+                copy.deepcopy(teacher),
+                task.augment,
+                _cache(task, teacher, task.augment, Path(root)),
+            ),
+        }
+        fill_seconds = {}
+        for name, run_epoch in variants.items():  # warm-up; fills the caches' single draw
+            started = time.perf_counter()
+            run_epoch()
+            fill_seconds[name] = time.perf_counter() - started
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(repeats):
+            for name, run_epoch in variants.items():
+                started = time.perf_counter()
+                run_epoch()
+                samples[name].append(time.perf_counter() - started)
+    result: dict[str, Any] = {name: statistics.median(values) for name, values in samples.items()}
+    result["teacher"] = task.teacher.model_dump()
+    result["student"] = task.student.model_dump()
+    result["samples_per_epoch"] = len(task.data.train)
+    result["batch_size"] = task.batch_size
+    result["repeats"] = repeats
+    result["first_cached_epoch_s"] = fill_seconds["kd_cached_epoch_s"]
+    scratch = result["scratch_epoch_s"]
+    result["kd_cached_over_scratch"] = result["kd_cached_epoch_s"] / scratch
+    result["kd_live_over_scratch"] = result["kd_live_epoch_s"] / scratch
+    result["kd_live_over_plain_loop"] = result["kd_live_epoch_s"] / result["plain_loop_epoch_s"]
+    result["kd_cached_augmented_over_scratch_augmented"] = (
+        result["kd_cached_augmented_epoch_s"] / result["scratch_augmented_epoch_s"]
+    )
+    result["raw_seconds"] = samples
+    return result
