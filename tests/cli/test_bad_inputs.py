@@ -135,6 +135,14 @@ CASES = {
         ),
         "outputs (2, 3) for a batch of 2, but data 'mnist1d' has 10 classes",
     ),
+    "every kd weight zero": (
+        lambda f: with_student(tiny_recipe(), 1, method={"name": "kd", "kd_weight": 0, "ce_weight": 0}),
+        "students[1].method: every loss weight is 0",
+    ),
+    "teacher cache on a scratch student": (
+        lambda f: with_student(tiny_recipe(), 0, teacher_cache={}),
+        "students[0]: teacher_cache: method 'scratch' cannot use a teacher-output cache",
+    ),
     "unknown feature layer": (
         lambda f: with_student(
             tiny_recipe(), 1, method={"name": "kd", "features": [{"student": "body", "teacher": "layer9"}]}

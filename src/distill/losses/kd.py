@@ -55,6 +55,9 @@ def kd_loss_from_log_probs(
     """:func:`kd_loss` with the teacher given as log-probabilities already softened at ``T``
     (as a teacher-output cache stores them): ``T² · KL(q_T ‖ softmax(student/T))``."""
     _check_logits(student_logits, teacher_log_probs)
+    if temperature == 1:  # skip the two scalings: one log-softmax, one KL kernel
+        student_log_probs = F.log_softmax(student_logits, dim=1)
+        return F.kl_div(student_log_probs, teacher_log_probs.detach(), reduction="batchmean", log_target=True)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
     divergence = F.kl_div(
         student_log_probs, teacher_log_probs.detach(), reduction="batchmean", log_target=True

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from distill.errors import DistillError
@@ -64,6 +64,12 @@ class KDSpec(MethodSpec):
     teacher_precision: Literal["float32", "bfloat16"] = "float32"
 
     uses_teacher: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _some_term_is_weighted(self) -> KDSpec:
+        if not (self.kd_weight or self.ce_weight or any(pair.weight for pair in self.features)):
+            raise ValueError("every loss weight is 0; give kd_weight, ce_weight or a feature weight > 0")
+        return self
 
     def cacheable_temperature(self) -> float | None:
         return None if self.features else self.temperature
@@ -130,15 +136,16 @@ class KnowledgeDistillation(Method):
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         teacher = self.teacher(batch.inputs, batch)
         student_logits = self.student(batch.inputs)
-        if teacher.log_probs is not None:
-            kd_term = kd_loss_from_log_probs(student_logits, teacher.log_probs, self.temperature)
-        else:
-            assert teacher.logits is not None
-            kd_term = kd_loss(student_logits, teacher.logits, self.temperature)
-        terms = {
-            "ce": self.ce_weight * classification_loss(student_logits, batch),
-            "kd": self.kd_weight * kd_term,
-        }
+        terms: dict[str, torch.Tensor] = {}
+        if self.kd_weight:
+            if teacher.log_probs is not None:
+                kd_term = kd_loss_from_log_probs(student_logits, teacher.log_probs, self.temperature)
+            else:
+                assert teacher.logits is not None
+                kd_term = kd_loss(student_logits, teacher.logits, self.temperature)
+            terms["kd"] = _weighted(self.kd_weight, kd_term)
+        if self.ce_weight:
+            terms["ce"] = _weighted(self.ce_weight, classification_loss(student_logits, batch))
         for index, pair in enumerate(self.pairs):
             student_feature = self.student_taps.features[pair.student]
             teacher_feature = teacher.features[pair.teacher]
@@ -147,8 +154,13 @@ class KnowledgeDistillation(Method):
                 term = fitnet_hint_loss(regressed, teacher_feature)
             else:
                 term = attention_transfer_loss(student_feature, teacher_feature)
-            terms[f"{pair.loss}:{pair.student}"] = pair.weight * term
+            terms[f"{pair.loss}:{pair.student}"] = _weighted(pair.weight, term)
         return terms
+
+
+def _weighted(weight: float, term: torch.Tensor) -> torch.Tensor:
+    """``weight · term``, without an extra kernel when the weight is 1."""
+    return term if weight == 1 else weight * term
 
 
 @METHODS.register_factory("kd", "Hinton KD from a frozen teacher, optional FitNet/attention feature terms")
