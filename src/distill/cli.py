@@ -118,11 +118,15 @@ def _log_to(console: Console, level: int) -> None:
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
     from distill.config import load_recipe
+    from distill.engine.distributed import is_main_process
     from distill.report import default_run_dir, latest_run_dir, print_results
     from distill.report.progress import RunProgress
     from distill.runner import RecipeRunner
 
-    _log_to(Console(stderr=True), logging.WARNING if args.quiet else logging.INFO)
+    main_process = is_main_process()  # under torchrun, only rank 0 prints progress and results
+    if not main_process:
+        console = Console(quiet=True)
+    _log_to(Console(stderr=True), logging.WARNING if args.quiet or not main_process else logging.INFO)
     recipe, path = load_recipe(args.recipe, args.overrides)
     if args.output_dir is not None:
         run_dir = args.output_dir

@@ -2,6 +2,11 @@
 
 This is the one place that turns a :class:`~distill.config.Recipe` into objects and files:
 recipe → data → models → method → :class:`~distill.engine.Trainer` → run directory.
+
+Launched by ``torchrun`` with several processes, every process runs the same recipe
+data-parallel (see :mod:`distill.engine.distributed`): the runner owns the process group for
+the duration of :meth:`RecipeRunner.execute`, rank 0 alone writes the run directory, and every
+rank ends with the same weights and results.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from torch import nn
 
 from distill.config import Recipe, StudentSpec, TeacherSpec
 from distill.data import DataBundle, load_data
+from distill.engine import distributed
 from distill.engine.cache import CacheKey, TeacherOutputCache, cache_draws, weights_fingerprint
 from distill.engine.checkpoint import load_weights, read_metadata
 from distill.engine.metrics import evaluate
-from distill.engine.trainer import EpochRecord, Trainer, TrainSpec
+from distill.engine.trainer import EpochRecord, Trainer, TrainSpec, augment_plan, training_draws
 from distill.errors import CheckpointError, DistillError, RecipeError
 from distill.methods import Method, MethodContext, build_method
 from distill.methods.scratch import Scratch
@@ -111,6 +117,9 @@ class RecipeRunner:
 
     ``resume=True`` continues an interrupted run: finished models are reused, an interrupted
     one continues from its last completed epoch.
+
+    Under ``torchrun`` every process constructs and executes a runner; they all use rank 0's
+    ``run_dir`` (which matters when it was derived from the clock).
     """
 
     def __init__(
@@ -128,9 +137,14 @@ class RecipeRunner:
         self.on_model_start = on_model_start
 
     def execute(self) -> dict[str, Any]:
+        """Run the recipe and return the summary (also written to ``summary.json``)."""
+        with distributed.process_group(select_device(self.recipe.device)) as device:
+            return self._execute(device)
+
+    def _execute(self, device: torch.device) -> dict[str, Any]:
         recipe = self.recipe
-        device = select_device(recipe.device)
-        data = load_data(recipe.data)
+        self.run = RunDirectory(distributed.broadcast_object(self.run.path))
+        data = distributed.main_process_first(lambda: load_data(recipe.data))  # may fill a cache
         loaded_teacher = self._preflight(data)
         self.run.open(recipe.model_dump(mode="json"), self.resume)
         results: list[ModelResult] = []
@@ -139,7 +153,7 @@ class RecipeRunner:
             teacher_model, teacher_result = self._teacher(recipe.teacher, loaded_teacher, data, device)
             results.append(teacher_result)
         for index, student in enumerate(recipe.students):
-            cache = self._teacher_cache(student, data, teacher_model)
+            cache = self._teacher_cache(student, data, teacher_model, device)
             method = self._student_method(index, student, data, teacher_model, device, cache)
             results.append(
                 self._train(
@@ -166,10 +180,12 @@ class RecipeRunner:
             "seed": recipe.seed,
             "data": {"name": data.name, "fingerprint": data.fingerprint()},
             "device": str(device),
+            "world_size": distributed.world_size(),
             "results": [result.as_json() for result in results],
         }
         self.run.write_summary(summary)
-        plot_learning_curves(self.run.read_metrics(), self.run.path / "curves.png", recipe.name)
+        if distributed.is_main_process():
+            plot_learning_curves(self.run.read_metrics(), self.run.path / "curves.png", recipe.name)
         return summary
 
     def _preflight(self, data: DataBundle) -> nn.Module | None:
@@ -272,9 +288,13 @@ class RecipeRunner:
         return build_method(spec.method, context)
 
     def _teacher_cache(
-        self, spec: StudentSpec, data: DataBundle, teacher: nn.Module | None
+        self, spec: StudentSpec, data: DataBundle, teacher: nn.Module | None, device: torch.device
     ) -> TeacherOutputCache | None:
-        """Open (or create) the teacher-output cache this student's recipe asks for."""
+        """Open (or create) the teacher-output cache this student's recipe asks for.
+
+        Under data parallelism rank 0 creates the cache and fills every draw training will use
+        before the other ranks open it, so that they only read it.
+        """
         options = spec.teacher_cache
         temperature = spec.method.cacheable_temperature()
         if options is None or teacher is None or temperature is None:
@@ -292,7 +312,30 @@ class RecipeRunner:
             num_samples=len(data.train),
             num_classes=data.num_classes,
         )
-        return TeacherOutputCache(key, options.directory, options.batch_size)
+        if not distributed.is_initialized():
+            return TeacherOutputCache(key, options.directory, options.batch_size)
+
+        def open_cache() -> TeacherOutputCache:
+            cache = TeacherOutputCache(key, options.directory, options.batch_size)
+            if distributed.is_main_process():
+                self._fill_teacher_cache(cache, teacher, data, train, device)
+            return cache
+
+        return distributed.main_process_first(open_cache)
+
+    def _fill_teacher_cache(
+        self,
+        cache: TeacherOutputCache,
+        teacher: nn.Module,
+        data: DataBundle,
+        train: TrainSpec,
+        device: torch.device,
+    ) -> None:
+        """Fill every draw of ``cache`` that training under ``train`` will read."""
+        for draw in training_draws(train):
+            if not cache.is_filled(draw):
+                plan = augment_plan(train.augment, data, self.recipe.seed, draw)
+                cache.fill(draw, teacher, data.train, plan, device, cache.batch_size)
 
     # ------------------------------------------------------------------ shared
     def _train(
@@ -371,6 +414,6 @@ class RecipeRunner:
         )
         self.run.write_result(name, result.as_json())
         resume_path = trainer.resume_path
-        if resume_path is not None and resume_path.exists():
+        if distributed.is_main_process() and resume_path is not None and resume_path.exists():
             resume_path.unlink()  # the finished model's checkpoints and result.json suffice
         return result

@@ -4,6 +4,18 @@ The trainer knows nothing about any particular method: it draws (augmented) batc
 method for named loss terms, minimizes their sum, evaluates each epoch, checkpoints, and resumes.
 Randomness is re-seeded from (seed, epoch) at every epoch start, so a resumed run replays the
 exact batches, augmentation draws and dropout masks of an uninterrupted one.
+
+Data parallelism (``torchrun``, see :mod:`distill.engine.distributed`): when a process group
+exists, every epoch's permutation — identical on all ranks, being seeded by (seed, epoch) — is
+padded by wrapping around to a multiple of the world size and rank ``r`` trains on
+``order[r::world]`` (:func:`~distill.data.loader.shard_permutation`), so all ranks take the
+same number of steps.
+``batch_size`` is per process: one optimizer step consumes ``batch_size × world`` samples, and
+the learning-rate schedule counts the per-rank steps. The method is wrapped in
+``DistributedDataParallel`` (gradients are averaged over ranks); its frozen teacher is not a
+submodule and is never wrapped. Loss averages are averaged over ranks and rank 0's buffers
+(batch-norm statistics) are broadcast after every epoch, so every rank evaluates the same
+weights and records identical numbers; only rank 0 writes checkpoints and ``resume.pt``.
 """
 
 from __future__ import annotations
@@ -16,10 +28,13 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from distill.data.augment import AugmentSpec, apply_plan, draw_plan
+from distill.data.augment import AugmentPlan, AugmentSpec, apply_plan, draw_plan
 from distill.data.bundle import DataBundle
 from distill.data.loader import epoch_seed, train_batches
+from distill.engine import distributed
 from distill.engine.checkpoint import atomic_torch_save, save_checkpoint
 from distill.engine.metrics import evaluate
 from distill.engine.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_schedule
@@ -34,6 +49,8 @@ class TrainSpec(Section):
     ``report``: ``last`` reports the final epoch; ``best`` the epoch with the highest
     *validation* accuracy (never selected on the test set). ``channels_last`` stores image
     batches and convolution weights in NHWC order (faster convolutions on many CPUs and GPUs).
+    ``batch_size`` is per process under data parallelism (``torchrun``): each step then sees
+    ``batch_size × processes`` samples.
     """
 
     epochs: PositiveInt = 30
@@ -47,6 +64,27 @@ class TrainSpec(Section):
 
 
 EpochRecord = dict[str, Any]
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch on every rank: batches of ``batch_size`` in one shard."""
+    per_rank = -(-num_samples // world_size)
+    return -(-per_rank // batch_size)
+
+
+def augment_plan(augment: AugmentSpec, data: DataBundle, seed: int, draw: int) -> AugmentPlan | None:
+    """The augmentation parameters of draw ``draw`` for every training sample of ``data`` in a
+    run seeded ``seed`` (``None`` when augmentation is off)."""
+    if not augment.enabled:
+        return None
+    return draw_plan(augment, len(data.train), data.input_shape, epoch_seed(seed, draw, stream=2))
+
+
+def training_draws(spec: TrainSpec) -> list[int]:
+    """Every augmentation draw that training under ``spec`` uses, in first-use order."""
+    if not spec.augment.enabled:
+        return [0]
+    return list(dict.fromkeys(spec.augment.draw_of_epoch(epoch) for epoch in range(spec.epochs)))
 
 
 @dataclass
@@ -79,6 +117,9 @@ class Trainer:
         model_dir: where ``last``/``best`` checkpoints and ``resume.pt`` go (``None``: nowhere).
         checkpoint_metadata: extra JSON metadata stored with each checkpoint.
         on_epoch_end: called with each epoch's record after it is checkpointed.
+
+    Under an initialized process group (see :mod:`distill.engine.distributed`) the trainer is
+    data-parallel: construct it on every rank, with the same arguments.
     """
 
     def __init__(
@@ -105,7 +146,15 @@ class Trainer:
         self.model_dir = model_dir
         self.checkpoint_metadata = checkpoint_metadata or {}
         self.on_epoch_end = on_epoch_end
-        self.steps_per_epoch = -(-len(data.train) // spec.batch_size)
+        self.rank = distributed.rank() if distributed.is_initialized() else 0
+        self.world_size = distributed.world_size()
+        self.writes_files = self.rank == 0
+        self.steps_per_epoch = steps_per_epoch(len(data.train), spec.batch_size, self.world_size)
+        # What a training step calls: the method itself, or its DDP wrapper, which averages
+        # gradients over ranks during backward. device_ids=None: batches are already on device.
+        self.training_module: nn.Module = self.method
+        if distributed.is_initialized():
+            self.training_module = DistributedDataParallel(self.method, device_ids=None)
         self.optimizer = build_optimizer(spec.optimizer, method.parameters())
         self.schedule = build_schedule(spec.schedule, self.optimizer, self.steps_per_epoch, spec.epochs)
         self.state = _State()
@@ -116,7 +165,7 @@ class Trainer:
         return None if self.model_dir is None else self.model_dir / "resume.pt"
 
     def _save_resume(self) -> None:
-        if self.resume_path is None:
+        if self.resume_path is None or not self.writes_files:
             return
         atomic_torch_save(
             self.resume_path,
@@ -128,17 +177,31 @@ class Trainer:
                 "history": self.state.history,
                 "best_val": self.state.best_val,
                 "seconds": self.state.seconds,
+                "world_size": self.world_size,
             },
         )
 
     def load_resume(self) -> bool:
-        """Restore from ``resume.pt`` if present; returns whether anything was restored."""
+        """Restore from ``resume.pt`` if present; returns whether anything was restored.
+
+        Under data parallelism every rank loads the file rank 0 wrote (after a barrier, so no
+        rank reads while another is still writing); it must come from a run on as many
+        processes, since the shards and the schedule's step count depend on it.
+        """
+        distributed.barrier()
         if self.resume_path is None or not self.resume_path.exists():
             return False
         try:
             saved = torch.load(self.resume_path, map_location=self.device, weights_only=True)
         except Exception as error:  # a truncated or foreign file: say which one
             raise DistillError(f"{self.resume_path}: cannot resume from this file ({error})") from None
+        saved_world = saved.get("world_size", 1)
+        if saved_world != self.world_size:
+            raise DistillError(
+                f"{self.resume_path}: written by a run on {saved_world} process(es); resume it on "
+                f"the same number (this run has {self.world_size}), since each process's share "
+                "of the data and the learning-rate schedule depend on it"
+            )
         self.method.load_state_dict(saved["method"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.schedule.load_state_dict(saved["schedule"])
@@ -152,7 +215,8 @@ class Trainer:
             started = time.perf_counter()
             train_terms = self._train_epoch(epoch)
             record = self._evaluate(epoch, train_terms)
-            self.state.seconds += time.perf_counter() - started
+            # ranks record the slowest rank's time, so that their records are identical
+            self.state.seconds += distributed.all_reduce_max(time.perf_counter() - started, self.device)
             record["seconds"] = round(self.state.seconds, 3)
             self.state.epoch = epoch + 1
             self.state.history.append(record)
@@ -168,27 +232,27 @@ class Trainer:
         return self.state.history[-1]
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        torch.manual_seed(epoch_seed(self.seed, epoch, stream=1))  # dropout and other module RNG
+        # dropout and other module RNG: distinct per rank (rank 0 draws what one process draws)
+        torch.manual_seed((epoch_seed(self.seed, epoch, stream=1) + self.rank) % (2**63 - 1))
         order = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, stream=0))
         train = self.data.train
         augment = self.spec.augment
         draw = augment.draw_of_epoch(epoch) if augment.enabled else 0
-        plan = None
-        if augment.enabled:
-            plan = draw_plan(augment, len(train), self.data.input_shape, self.draw_seed(draw))
+        plan = augment_plan(augment, self.data, self.seed, draw)
         self.method.on_epoch_start(EpochStart(epoch, draw, plan, train, self.device))
-        self.method.train()
+        self.training_module.train()
         channels_last = self.spec.channels_last and len(self.data.input_shape) == 3
         totals: dict[str, torch.Tensor] = {}
         steps = 0
-        for inputs, targets, indices in train_batches(train, self.spec.batch_size, order, self.device):
+        batches = train_batches(train, self.spec.batch_size, order, self.device, self.rank, self.world_size)
+        for inputs, targets, indices in batches:
             mixing = None
             if plan is not None:
                 inputs, mixing = apply_plan(plan, inputs, indices, train.inputs, train.targets)
             if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             batch = Batch(inputs, targets, indices, self.data.num_classes, mixing, draw)
-            terms = self.method.step(batch)
+            terms = self.training_module(batch)  # Method.forward runs step(batch)
             loss = torch.stack(list(terms.values())).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -200,7 +264,11 @@ class Trainer:
                 totals[name] = totals.get(name, 0) + value.detach()
             totals["loss"] = totals.get("loss", 0) + loss.detach()
             steps += 1
-        averages = {name: float(total) / steps for name, total in totals.items()}
+        distributed.broadcast_buffers(self.method)
+        names = list(totals)  # the same names, in the same order, on every rank
+        means = torch.stack([totals[name] for name in names]).double() / steps
+        means = distributed.all_reduce_mean(means).cpu()
+        averages = {name: float(mean) for name, mean in zip(names, means, strict=True)}
         if not torch.isfinite(torch.tensor(averages["loss"])):
             raise DistillError(
                 f"{self.model_name}: training diverged in epoch {epoch + 1} (loss is "
@@ -229,13 +297,18 @@ class Trainer:
         return record
 
     def _checkpoint(self, record: EpochRecord) -> None:
+        """Save ``last`` (and ``best``) and ``resume.pt``: rank 0 writes, every rank tracks the
+        best epoch; then all ranks wait, so that the files are complete when anyone reads them."""
         if self.model_dir is None:
             return
         model = self.method.evaluated_model()
         metadata = {**self.checkpoint_metadata, "epoch": record["epoch"], "metrics": record}
-        save_checkpoint(self.model_dir / "last.safetensors", model, metadata)
+        if self.writes_files:
+            save_checkpoint(self.model_dir / "last.safetensors", model, metadata)
         val_accuracy = record.get("val_accuracy", record.get("test_accuracy", 0.0))
         if self.data.val is not None and val_accuracy > self.state.best_val:
             self.state.best_val = val_accuracy
-            save_checkpoint(self.model_dir / "best.safetensors", model, metadata)
+            if self.writes_files:
+                save_checkpoint(self.model_dir / "best.safetensors", model, metadata)
         self._save_resume()
+        distributed.barrier()

@@ -8,6 +8,9 @@ Layout::
     RUN/<model>/result.json  written when that model has finished
     RUN/summary.json       written when the whole run has finished
     RUN/curves.png         learning curves
+
+Under data parallelism (``torchrun``) only rank 0 writes: the writing methods return at once
+on other ranks, and :meth:`RunDirectory.open` is decided by rank 0 alone, its outcome shared.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from distill.engine import distributed
 from distill.engine.checkpoint import atomic_write_bytes, atomic_write_json
 from distill.errors import RunDirectoryError
 
@@ -48,7 +52,10 @@ def latest_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
 
 
 class RunDirectory:
-    """Owns the files of one run; refuses to overwrite a run unless asked to resume it."""
+    """Owns the files of one run; refuses to overwrite a run unless asked to resume it.
+
+    Every process of a data-parallel run may hold one; only rank 0's writes anything.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -69,7 +76,15 @@ class RunDirectory:
         return self.path / model_name
 
     def open(self, resolved_recipe: dict[str, Any], resume: bool) -> None:
-        """Create the directory for a new run, or check that ``resume`` continues the same one."""
+        """Create the directory for a new run, or check that ``resume`` continues the same one.
+
+        Under data parallelism rank 0 checks and creates; every rank gets its outcome (returns,
+        or raises the same :class:`~distill.errors.RunDirectoryError`), so no rank sees the
+        directory half-made and all of them stop together.
+        """
+        distributed.on_main_process(lambda: self._open(resolved_recipe, resume))
+
+    def _open(self, resolved_recipe: dict[str, Any], resume: bool) -> None:
         text = yaml.safe_dump(resolved_recipe, sort_keys=False)
         if self.recipe_path.exists():
             if not resume:
@@ -98,11 +113,17 @@ class RunDirectory:
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
 
     def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one epoch record to ``metrics.jsonl`` (rank 0 only)."""
+        if not distributed.is_main_process():
+            return
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
 
     def keep_metrics_until(self, model_name: str, epoch: int) -> None:
-        """Forget ``model_name``'s records after ``epoch`` (written before an interruption)."""
+        """Forget ``model_name``'s records after ``epoch`` (written before an interruption;
+        rank 0 only)."""
+        if not distributed.is_main_process():
+            return
         records = [
             record
             for record in self.read_metrics()
@@ -119,7 +140,11 @@ class RunDirectory:
         return json.loads(path.read_text()) if path.exists() else None
 
     def write_result(self, model_name: str, result: dict[str, Any]) -> None:
-        atomic_write_json(self.result_path(model_name), result)
+        """Write ``<model>/result.json`` (rank 0 only)."""
+        if distributed.is_main_process():
+            atomic_write_json(self.result_path(model_name), result)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_json(self.summary_path, summary)
+        """Write ``summary.json`` (rank 0 only)."""
+        if distributed.is_main_process():
+            atomic_write_json(self.summary_path, summary)
