@@ -242,7 +242,8 @@ class Trainer:
         self.method.on_epoch_start(EpochStart(epoch, draw, plan, train, self.device))
         self.training_module.train()
         channels_last = self.spec.channels_last and len(self.data.input_shape) == 3
-        totals: dict[str, torch.Tensor] = {}
+        names: list[str] = []
+        running: torch.Tensor | None = None  # per-term sums, on device: no host sync per step
         steps = 0
         batches = train_batches(train, self.spec.batch_size, order, self.device, self.rank, self.world_size)
         for inputs, targets, indices in batches:
@@ -253,22 +254,24 @@ class Trainer:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             batch = Batch(inputs, targets, indices, self.data.num_classes, mixing, draw)
             terms = self.training_module(batch)  # Method.forward runs step(batch)
-            loss = torch.stack(list(terms.values())).sum()
+            stacked = torch.stack(list(terms.values()))
+            loss = stacked.sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.spec.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.spec.grad_clip)
             self.optimizer.step()
             self.schedule.step()
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0) + value.detach()
-            totals["loss"] = totals.get("loss", 0) + loss.detach()
+            if running is None:
+                names, running = list(terms), stacked.detach().clone()
+            else:
+                running += stacked.detach()
             steps += 1
         distributed.broadcast_buffers(self.method)
-        names = list(totals)  # the same names, in the same order, on every rank
-        means = torch.stack([totals[name] for name in names]).double() / steps
-        means = distributed.all_reduce_mean(means).cpu()
-        averages = {name: float(mean) for name, mean in zip(names, means, strict=True)}
+        assert running is not None, "an epoch has at least one batch"
+        sums = torch.cat([running, running.sum().view(1)]).double()
+        means = distributed.all_reduce_mean(sums / steps).cpu()
+        averages = dict(zip([*names, "loss"], means.tolist(), strict=True))
         if not torch.isfinite(torch.tensor(averages["loss"])):
             raise DistillError(
                 f"{self.model_name}: training diverged in epoch {epoch + 1} (loss is "
