@@ -11,9 +11,9 @@ from distill.engine.cache import (
     TeacherOutputCache,
     cache_draws,
     expected_bytes,
-    rebuild_log_probs,
     weights_fingerprint,
 )
+from distill.losses import kd_loss_top_k
 from distill.methods import Batch, EpochStart, MethodContext, build_method
 from distill.methods.kd import KDSpec
 from distill.models import build_model
@@ -65,7 +65,9 @@ def test_cached_outputs_equal_the_live_teacher_on_the_same_augmented_inputs(tmp_
     inputs, _ = apply_plan(plan, data.train.inputs[indices], indices, data.train.inputs, data.train.targets)
     with torch.no_grad():
         live = torch.log_softmax(teacher(inputs) / 2.0, dim=1)
-    torch.testing.assert_close(cache.log_probs(1, indices, torch.device("cpu")), live, rtol=1e-5, atol=1e-5)
+    stored, classes = cache.outputs(1, indices, torch.device("cpu"))
+    assert classes is None
+    torch.testing.assert_close(stored, live, rtol=1e-5, atol=1e-5)
 
 
 def test_reused_across_opens_and_separated_by_key(tmp_path, data, teacher):
@@ -103,31 +105,27 @@ def test_truncated_file_is_rebuilt_with_a_message(tmp_path, data, teacher, caplo
     assert not rebuilt.is_filled(0)
 
 
-def test_top_k_keeps_the_top_classes_and_the_remaining_mass(tmp_path, data, teacher):
+def test_top_k_cache_stores_the_top_classes_and_their_values(tmp_path, data, teacher):
     key = make_key(teacher, data, top_k=2, precision="float16")
     cache = TeacherOutputCache(key, tmp_path)
     fill_all(cache, teacher, data)
     full_cache = TeacherOutputCache(make_key(teacher, data), tmp_path)
     fill_all(full_cache, teacher, data)
     indices = torch.arange(10)
-    approx = cache.log_probs(0, indices, torch.device("cpu"))
-    exact = full_cache.log_probs(0, indices, torch.device("cpu"))
-    torch.testing.assert_close(approx.exp().sum(1), torch.ones(10), atol=2e-3, rtol=0)
-    top_values, top_classes = exact.topk(2, dim=1)
-    torch.testing.assert_close(approx.gather(1, top_classes), top_values, atol=2e-3, rtol=0)
+    top_values, top_classes = cache.outputs(0, indices, torch.device("cpu"))
+    exact, _ = full_cache.outputs(0, indices, torch.device("cpu"))
+    expected_values, expected_classes = exact.topk(2, dim=1)
+    assert torch.equal(top_classes, expected_classes)
+    torch.testing.assert_close(top_values, expected_values, atol=2e-3, rtol=0)  # float16 storage
     assert cache.bytes_per_sample() == 2 * 2 + 2 * 2  # float16 values + int16 classes
     assert full_cache.bytes_per_sample() == 6 * 4
 
 
-def test_rebuild_golden_value():
-    log_probs = rebuild_log_probs(torch.tensor([[float(np.log(0.7))]]), torch.tensor([[2]]), 4)
-    torch.testing.assert_close(log_probs.exp(), torch.tensor([[0.1, 0.1, 0.7, 0.1]]))
-
-
-def test_kd_with_cache_gives_the_live_kd_terms(tmp_path, data, teacher):
+@pytest.mark.parametrize("top_k", [None, 3])
+def test_kd_with_cache_gives_the_live_kd_terms(tmp_path, data, teacher, top_k):
     torch.manual_seed(1)
     student = build_model(MLPSpec(hidden=[16]), data.input_shape, data.num_classes)
-    key = make_key(teacher, data, draws=1)
+    key = make_key(teacher, data, draws=1, top_k=top_k)
     cache = TeacherOutputCache(key, tmp_path, batch_size=64)
     spec = KDSpec(temperature=2.0)
     example = data.train.inputs[:4]
@@ -144,7 +142,14 @@ def test_kd_with_cache_gives_the_live_kd_terms(tmp_path, data, teacher):
     )
     batch = Batch(inputs, data.train.targets[indices], indices, data.num_classes, mixing, draw=0)
     live_terms, cached_terms = live.step(batch), cached.step(batch)
-    torch.testing.assert_close(cached_terms["kd"], live_terms["kd"], rtol=1e-4, atol=1e-6)
+    if top_k is None:
+        torch.testing.assert_close(cached_terms["kd"], live_terms["kd"], rtol=1e-4, atol=1e-6)
+    else:  # the live teacher's top-3 with the other classes merged into one bin
+        with torch.no_grad():
+            top_values, top_classes = torch.log_softmax(teacher(inputs) / 2.0, 1).topk(3, dim=1)
+        expected = 0.9 * kd_loss_top_k(student(inputs), top_values, top_classes, 2.0)
+        torch.testing.assert_close(cached_terms["kd"], expected, rtol=1e-4, atol=1e-6)
+        assert cached_terms["kd"] <= live_terms["kd"] + 1e-6  # merging bins never raises the KL
     cached.on_epoch_start(EpochStart(1, 0, plan, data.train, torch.device("cpu")))
     assert cache.fills == 1  # the draw is reused, not recomputed
 

@@ -77,3 +77,27 @@ def test_soft_cross_entropy_matches_hard_labels_for_one_hot_targets():
     torch.testing.assert_close(
         soft_cross_entropy(logits, one_hot), torch.nn.functional.cross_entropy(logits, labels)
     )
+
+
+@given(k=st.integers(1, 6), temperature=st.floats(0.5, 6.0))
+@settings(max_examples=30, deadline=None)
+def test_top_k_kd_is_the_kl_over_top_k_plus_one_rest_bin(k, temperature):
+    from distill.losses import kd_loss_top_k
+
+    torch.manual_seed(k)
+    student = torch.randn(4, 6)
+    teacher = torch.randn(4, 6)
+    teacher_log_probs = torch.log_softmax(teacher / temperature, 1)
+    top_values, top_classes = teacher_log_probs.topk(k, dim=1)
+    loss = kd_loss_top_k(student, top_values, top_classes, temperature)
+    # independent computation: merge the other classes into one bin on both sides
+    student_probs = torch.softmax(student / temperature, 1)
+    q = top_values.exp()
+    p = student_probs.gather(1, top_classes)
+    q_bins = torch.cat([q, 1 - q.sum(1, keepdim=True)], 1).clamp_min(1e-12)
+    p_bins = torch.cat([p, 1 - p.sum(1, keepdim=True)], 1).clamp_min(1e-12)
+    expected = (q_bins * (q_bins.log() - p_bins.log())).sum(1).mean() * temperature**2
+    if k < 6:
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+    else:  # every class kept: exactly Hinton KD
+        assert loss.item() == pytest.approx(kd_loss(student, teacher, temperature).item(), rel=1e-5, abs=1e-6)

@@ -9,8 +9,9 @@ ECCV 2022: store the augmentation parameters and the teacher's top-k soft labels
 generalized to mixup partners, shifts, noise, flips and crops.
 
 Storage per (draw, sample): all ``C`` log-probabilities, or the ``top_k`` largest as
-(log-probability, class) pairs — the remaining probability mass is spread evenly over the other
-classes when the distribution is rebuilt. Files live under
+(log-probability, class) pairs; the remaining probability mass is kept implicitly
+(``1 − Σ top-k``) and distillation compares it with the student's mass on the other classes
+(:func:`distill.losses.kd_loss_top_k`). Files live under
 ``$DISTILL_CACHE/teacher-outputs/<key>/`` where the key hashes the teacher's weights, the data
 fingerprint, the augmentation spec and seed, the number of draws, ``T``, ``top_k`` and the
 storage precision: any change selects another cache. Each draw is filled the first time it is
@@ -230,38 +231,26 @@ class TeacherOutputCache:
         self._verified.add(draw)
         self.fills += 1
 
-    def log_probs(self, draw: int, indices: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Teacher log-probabilities at temperature T, ``(batch, num_classes)``, for ``indices``."""
+    def outputs(
+        self, draw: int, indices: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stored teacher log-probabilities at temperature T for the samples ``indices``:
+        ``(batch, classes)`` and ``None``, or for a top-k cache ``(batch, k)`` values and their
+        ``(batch, k)`` class indices."""
         self.hits += 1
-        return self._dense(draw, indices.numpy(), device)
+        return self._rows(draw, indices.numpy(), device)
 
-    def draw_log_probs(self, draw: int, device: torch.device) -> torch.Tensor:
-        """All of draw ``draw`` as one dense ``(num_samples, num_classes)`` tensor on ``device``:
-        read once per epoch, then batches are plain tensor indexing."""
-        return self._dense(draw, slice(None), device)
+    def draw_outputs(self, draw: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """All of draw ``draw`` (as :meth:`outputs`, every sample) on ``device``: read once per
+        epoch, after which a batch is plain tensor indexing."""
+        return self._rows(draw, slice(None), device)
 
-    def _dense(self, draw: int, rows: Any, device: torch.device) -> torch.Tensor:
+    def _rows(self, draw: int, rows: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         assert self._values is not None
         values = torch.from_numpy(np.asarray(self._values[draw, rows], dtype=np.float32)).to(device)
-        if not self.sparse:
-            return values
-        assert self._classes is not None
-        classes = torch.from_numpy(self._classes[draw, rows].astype(np.int64)).to(device)
-        return rebuild_log_probs(values, classes, self.key.num_classes)
-
-
-def rebuild_log_probs(
-    top_log_probs: torch.Tensor, top_classes: torch.Tensor, num_classes: int
-) -> torch.Tensor:
-    """A full log-distribution from its top-k entries: the mass left over is spread evenly over
-    the ``num_classes − k`` other classes."""
-    top_probs = top_log_probs.exp()
-    others = num_classes - top_probs.shape[1]
-    remainder = (1.0 - top_probs.sum(dim=1, keepdim=True)).clamp_min(1e-12)
-    floor = (remainder / max(others, 1)).log()
-    full = floor.expand(-1, num_classes).clone()
-    full.scatter_(1, top_classes, top_log_probs)
-    return full
+        if self._classes is None:
+            return values, None
+        return values, torch.from_numpy(self._classes[draw, rows].astype(np.int64)).to(device)
 
 
 def cache_draws(epochs: int, augment_enabled: bool, fixed_draws: int | None) -> int:

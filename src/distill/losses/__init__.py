@@ -6,7 +6,7 @@ import torch
 
 from distill.losses.attention import attention_map, attention_transfer_loss
 from distill.losses.hint import HintRegressor, fitnet_hint_loss
-from distill.losses.kd import kd_loss, kd_loss_from_log_probs, soft_cross_entropy
+from distill.losses.kd import kd_loss, kd_loss_from_log_probs, kd_loss_top_k, soft_cross_entropy
 from distill.registry import Registry
 
 LossFunction = Callable[..., torch.Tensor]
@@ -31,5 +31,6 @@ __all__ = [
     "fitnet_hint_loss",
     "kd_loss",
     "kd_loss_from_log_probs",
+    "kd_loss_top_k",
     "soft_cross_entropy",
 ]

@@ -65,6 +65,44 @@ def kd_loss_from_log_probs(
     return divergence * temperature**2
 
 
+def kd_loss_top_k(
+    student_logits: torch.Tensor,
+    teacher_top_log_probs: torch.Tensor,
+    top_classes: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """:func:`kd_loss` against a teacher known only by its ``k`` most probable classes at ``T``.
+
+    The classes outside the top ``k`` are merged into one "rest" bin on both sides: the teacher's
+    rest mass is ``1 − Σ q_top``, the student's is its softmax mass on the same classes, and the
+    KL divergence is taken over those ``k + 1`` bins (times ``T²``). Unlike spreading the rest
+    mass evenly, this asks nothing of how the student distributes its tail — only how much mass
+    it puts there. With ``k = classes`` it equals :func:`kd_loss` exactly.
+
+    Args:
+        student_logits: ``(batch, classes)``.
+        teacher_top_log_probs: ``(batch, k)`` teacher log-probabilities at ``T``.
+        top_classes: ``(batch, k)`` their class indices (int64).
+    """
+    if teacher_top_log_probs.shape != top_classes.shape or student_logits.shape[0] != top_classes.shape[0]:
+        raise ValueError(
+            f"kd_loss_top_k: student logits {tuple(student_logits.shape)}, teacher top-k "
+            f"{tuple(teacher_top_log_probs.shape)} and classes {tuple(top_classes.shape)} disagree"
+        )
+    scaled = student_logits if temperature == 1 else student_logits / temperature
+    student_log_probs = F.log_softmax(scaled, dim=1)
+    student_top = student_log_probs.gather(1, top_classes)
+    teacher_top = teacher_top_log_probs.detach()
+    teacher_top_probs = teacher_top.exp()
+    divergence = (teacher_top_probs * (teacher_top - student_top)).sum(dim=1)
+    if top_classes.shape[1] < student_logits.shape[1]:
+        outside = torch.ones_like(student_log_probs, dtype=torch.bool).scatter_(1, top_classes, False)
+        student_rest = torch.logsumexp(student_log_probs.masked_fill(~outside, float("-inf")), dim=1)
+        teacher_rest = (1 - teacher_top_probs.sum(dim=1)).clamp_min(1e-12)
+        divergence = divergence + teacher_rest * (teacher_rest.log() - student_rest)
+    return divergence.mean() * temperature**2
+
+
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a full target distribution (mixup labels, soft labels), batch mean."""
     if logits.shape != target_probs.shape:

@@ -97,11 +97,13 @@ class EpochStart:
 @dataclass(frozen=True)
 class TeacherOutput:
     """A teacher's answer for one batch: raw logits (live) or log-probabilities at the method's
-    temperature (cached), plus tapped features (live only)."""
+    temperature (cached: all classes, or the top k with their ``top_classes``), plus tapped
+    features (live only)."""
 
     logits: torch.Tensor | None
     features: dict[str, torch.Tensor]
     log_probs: torch.Tensor | None = None
+    top_classes: torch.Tensor | None = None
 
 
 class FrozenTeacher:
@@ -157,9 +159,11 @@ class TeacherOutputStore(Protocol):
         batch_size: int,
     ) -> None: ...
 
-    def log_probs(self, draw: int, indices: torch.Tensor, device: torch.device) -> torch.Tensor: ...
+    def outputs(
+        self, draw: int, indices: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
-    def draw_log_probs(self, draw: int, device: torch.device) -> torch.Tensor: ...
+    def draw_outputs(self, draw: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 class CachedTeacher:
@@ -173,7 +177,7 @@ class CachedTeacher:
         self.live = live
         self.cache = cache
         self._draw: int | None = None
-        self._draw_log_probs: torch.Tensor | None = None
+        self._draw_outputs: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def prepare(self, epoch: EpochStart) -> None:
         if not self.cache.is_filled(epoch.draw):
@@ -181,15 +185,17 @@ class CachedTeacher:
                 epoch.draw, self.live.model, epoch.train, epoch.plan, epoch.device, self.cache.batch_size
             )
         if self._draw != epoch.draw:  # hold the epoch's draw in memory: a batch is one gather
-            self._draw_log_probs = self.cache.draw_log_probs(epoch.draw, epoch.device)
+            self._draw_outputs = self.cache.draw_outputs(epoch.draw, epoch.device)
             self._draw = epoch.draw
 
     def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput:
         if batch is None:
             raise ValueError("a cached teacher is addressed by the batch's (draw, indices)")
-        if self._draw == batch.draw and self._draw_log_probs is not None:
+        if self._draw == batch.draw and self._draw_outputs is not None:
             self.cache.hits += 1
-            log_probs = self._draw_log_probs[batch.indices.to(self._draw_log_probs.device)]
+            values, classes = self._draw_outputs
+            rows = batch.indices.to(values.device)
+            log_probs, top_classes = values[rows], None if classes is None else classes[rows]
         else:
-            log_probs = self.cache.log_probs(batch.draw, batch.indices, inputs.device)
-        return TeacherOutput(None, {}, log_probs)
+            log_probs, top_classes = self.cache.outputs(batch.draw, batch.indices, inputs.device)
+        return TeacherOutput(None, {}, log_probs, top_classes)

@@ -28,6 +28,7 @@ from distill.losses import (
     fitnet_hint_loss,
     kd_loss,
     kd_loss_from_log_probs,
+    kd_loss_top_k,
 )
 from distill.methods.base import (
     Batch,
@@ -138,7 +139,12 @@ class KnowledgeDistillation(Method):
         student_logits = self.student(batch.inputs)
         terms: dict[str, torch.Tensor] = {}
         if self.kd_weight:
-            if teacher.log_probs is not None:
+            if teacher.top_classes is not None:
+                assert teacher.log_probs is not None
+                kd_term = kd_loss_top_k(
+                    student_logits, teacher.log_probs, teacher.top_classes, self.temperature
+                )
+            elif teacher.log_probs is not None:
                 kd_term = kd_loss_from_log_probs(student_logits, teacher.log_probs, self.temperature)
             else:
                 assert teacher.logits is not None
