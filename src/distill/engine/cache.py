@@ -48,7 +48,7 @@ class TeacherCacheSpec(Section):
     ``directory``: where caches live (default ``$DISTILL_CACHE/teacher-outputs``)."""
 
     top_k: PositiveInt | None = None
-    precision: Literal["float32", "float16"] = "float16"
+    precision: Literal["float32", "float16"] = "float32"
     directory: Path | None = None
     batch_size: PositiveInt = 1024
 
