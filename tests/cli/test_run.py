@@ -213,4 +213,5 @@ def test_bench_writes_json_with_the_documented_shape_and_markdown(tmp_path, caps
     assert result["machine"]["torch"]
     markdown = (tmp_path / "bench" / "bench.md").read_text()
     assert "| mnist1d-mlp |" in markdown and "top10" in markdown
+    assert [c["temperature"] for c in result["cache"]["top_k_vs_full"]] == [4.0, 1.0]
     assert "| images-resnet32x4-resnet8x4 |" in capsys.readouterr().out

@@ -41,7 +41,12 @@ def run_bench(scale: str = "full", repeats: int | None = None) -> dict[str, Any]
     repeats = repeats or {"tiny": 1, "quick": 3, "full": 7}[scale]
     started = time.perf_counter()
     tasks = {task.name: time_task(task, repeats) for task in bench_tasks(scale)}
-    cache = compare_top_k(scale)
+    comparisons = [compare_top_k(scale, temperature) for temperature in (4.0, 1.0)]
+    cache = {
+        "bytes_per_sample": comparisons[0]["bytes_per_sample"],
+        "bytes_ratio": comparisons[0]["bytes_ratio"],
+        "top_k_vs_full": comparisons,
+    }
     return {
         "tasks": tasks,
         "cache": cache,
@@ -66,13 +71,18 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"| {task['kd_cached_augmented_over_scratch_augmented']:.2f}× |"
         )
     cache = result["cache"]
-    top = next(key for key in cache["bytes_per_sample"] if key != "full")
+    lines.append("")
+    for comparison in cache["top_k_vs_full"]:
+        top = next(key for key in comparison["bytes_per_sample"] if key != "full")
+        lines.append(
+            f"Top-k cache at T = {comparison['temperature']:g} ({comparison['task']}, "
+            f"{comparison['epochs']} epochs, seeds {comparison['seeds']}): full logits "
+            f"{100 * comparison['full_mean']:.2f}% vs {top} {100 * comparison[f'{top}_mean']:.2f}% "
+            f"({comparison['difference_points']:+.2f} points) at {comparison['bytes_per_sample'][top]} "
+            f"vs {comparison['bytes_per_sample']['full']} bytes per sample "
+            f"({comparison['bytes_ratio']:.2f}×)."
+        )
     lines += [
-        "",
-        f"Top-k cache ({cache['task']}, {cache['epochs']} epochs, seeds {cache['seeds']}): "
-        f"full logits {100 * cache['full_mean']:.2f}% vs {top} {100 * cache[f'{top}_mean']:.2f}% "
-        f"({cache['difference_points']:+.2f} points) at {cache['bytes_per_sample'][top]} vs "
-        f"{cache['bytes_per_sample']['full']} bytes per sample ({cache['bytes_ratio']:.2f}×).",
         "",
         f"Medians of {next(iter(result['tasks'].values()))['repeats']} interleaved repeats; "
         f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}, "

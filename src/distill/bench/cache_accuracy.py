@@ -25,7 +25,7 @@ NUM_CLASSES = 100
 TOP_K = 10
 
 
-def compare_top_k(scale: str) -> dict[str, Any]:
+def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
     """Train one student per seed with a full-logit cache and with a top-10 cache (100 classes).
 
     ``scale``: ``full`` (3 seeds, 30 epochs), ``quick`` (1 seed, 12 epochs) or ``tiny`` (tests).
@@ -47,7 +47,7 @@ def compare_top_k(scale: str) -> dict[str, Any]:
     torch.manual_seed(0)
     teacher = build_model(MLPSpec(hidden=[512, 512]), data.input_shape, NUM_CLASSES)
     teacher_fit = Trainer(Scratch(teacher), data, train, seed=0, device=DEVICE, model_name="teacher").fit()
-    spec = KDSpec(temperature=4.0, kd_weight=0.9, ce_weight=0.1)
+    spec = KDSpec(temperature=temperature, kd_weight=0.9, ce_weight=0.1)
     accuracies: dict[str, list[float]] = {"full": [], f"top{TOP_K}": []}
     bytes_per_sample: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="distill-topk-") as root:
@@ -80,6 +80,7 @@ def compare_top_k(scale: str) -> dict[str, Any]:
     return {
         "task": f"synthetic 64-d, {NUM_CLASSES} classes, mlp 512-512 teacher → mlp 64 student",
         "epochs": epochs,
+        "temperature": temperature,
         "seeds": seeds,
         "teacher_test_accuracy": teacher_fit.reported["test_accuracy"],
         "full_test_accuracy": full,
