@@ -44,7 +44,7 @@ def _trainer(task: BenchTask, student: torch.nn.Module, teacher, augment: Augmen
         build_method(spec, context), task.data, train, seed=0, device=DEVICE, model_name=task.name
     )
     epoch = iter(range(10**6))
-    return lambda: trainer._train_epoch(next(epoch))
+    return lambda: trainer.train_epoch(next(epoch))
 
 
 def _cache(task: BenchTask, teacher, augment: AugmentSpec, root: Path) -> TeacherOutputCache:

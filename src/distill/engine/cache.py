@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,11 +257,3 @@ def cache_draws(epochs: int, augment_enabled: bool, fixed_draws: int | None) -> 
     if not augment_enabled:
         return 1
     return fixed_draws if fixed_draws is not None else epochs
-
-
-def expected_bytes(draws: int, samples: int, classes: int, top_k: int | None, precision: str) -> int:
-    """Disk size of a cache with these dimensions (for reports)."""
-    stored = classes if top_k is None else min(top_k, classes)
-    value_bytes = 2 if precision == "float16" else 4
-    class_bytes = 0 if stored == classes else (2 if classes < 2**15 else 4)
-    return math.prod((draws, samples, stored)) * (value_bytes + class_bytes)

@@ -213,7 +213,7 @@ class Trainer:
         """Train until ``spec.epochs``, starting wherever a loaded resume state left off."""
         for epoch in range(self.state.epoch, self.spec.epochs):
             started = time.perf_counter()
-            train_terms = self._train_epoch(epoch)
+            train_terms = self.train_epoch(epoch)
             record = self._evaluate(epoch, train_terms)
             # ranks record the slowest rank's time, so that their records are identical
             self.state.seconds += distributed.all_reduce_max(time.perf_counter() - started, self.device)
@@ -231,7 +231,8 @@ class Trainer:
             return max(self.state.history, key=lambda record: record["val_accuracy"])
         return self.state.history[-1]
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch (0-based ``epoch``) without evaluating; returns the mean loss terms."""
         # dropout and other module RNG: distinct per rank (rank 0 draws what one process draws)
         torch.manual_seed((epoch_seed(self.seed, epoch, stream=1) + self.rank) % (2**63 - 1))
         order = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, stream=0))
@@ -278,10 +279,6 @@ class Trainer:
                 f"{averages['loss']}); lower the learning rate or set train.grad_clip"
             )
         return averages
-
-    def draw_seed(self, draw: int) -> int:
-        """The seed of augmentation draw ``draw`` (shared by the cache that replays it)."""
-        return epoch_seed(self.seed, draw, stream=2)
 
     def _evaluate(self, epoch: int, train_terms: dict[str, float]) -> EpochRecord:
         model = self.method.evaluated_model()
