@@ -7,6 +7,7 @@ with exit status 2 and no traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -29,8 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"distill {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    plugins = argparse.ArgumentParser(add_help=False)
+    plugins.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so the models, datasets and methods it registers can be used",
+    )
 
-    run = commands.add_parser("run", help="run a recipe (default: the built-in quickstart)")
+    run = commands.add_parser(
+        "run", parents=[plugins], help="run a recipe (default: the built-in quickstart)"
+    )
     run.add_argument(
         "recipe",
         nargs="?",
@@ -49,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue an interrupted run")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
 
-    commands.add_parser("list", help="list datasets, models, methods, losses and built-in recipes")
+    commands.add_parser(
+        "list", parents=[plugins], help="list datasets, models, methods, losses and built-in recipes"
+    )
 
     bench = commands.add_parser(
         "bench", help="time scratch, live-teacher KD, cached KD and a hand-written loop side by side"
@@ -66,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("runs", nargs="+", type=Path, help="run directories")
     summarize.add_argument("--json", action="store_true", help="print the aggregate as JSON")
 
-    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a data source")
+    evaluate = commands.add_parser("eval", parents=[plugins], help="evaluate a checkpoint on a data source")
     evaluate.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by distill")
     evaluate.add_argument(
         "--data",
@@ -87,10 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in (None, "run"):
             if args.command is None:
                 args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+            import_plugins(args.plugins)
             return command_run(args, console)
         if args.command == "list":
+            import_plugins(args.plugins)
             return command_list(console)
         if args.command == "eval":
+            import_plugins(args.plugins)
             return command_eval(args, console)
         if args.command == "bench":
             return command_bench(args, console)
@@ -104,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     parser.error(f"unknown command {args.command}")
     return EXIT_USER_ERROR
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import user modules that register models, datasets or methods. This happens before
+    :mod:`distill.config` is imported, since the recipe schema is assembled from the registries
+    at that import."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise DistillError(f"--plugin {module}: cannot import it ({error})") from None
 
 
 def _log_to(console: Console, level: int) -> None:
