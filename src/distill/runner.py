@@ -313,10 +313,10 @@ class RecipeRunner:
             num_classes=data.num_classes,
         )
         if not distributed.is_initialized():
-            return TeacherOutputCache(key, options.directory, options.batch_size)
+            return TeacherOutputCache(key, options.directory, options.batch_size, options.rest)
 
         def open_cache() -> TeacherOutputCache:
-            cache = TeacherOutputCache(key, options.directory, options.batch_size)
+            cache = TeacherOutputCache(key, options.directory, options.batch_size, options.rest)
             if distributed.is_main_process():
                 self._fill_teacher_cache(cache, teacher, data, train, device)
             return cache

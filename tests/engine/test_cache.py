@@ -10,9 +10,10 @@ from distill.engine.cache import (
     CacheKey,
     TeacherOutputCache,
     cache_draws,
+    spread_rest_uniformly,
     weights_fingerprint,
 )
-from distill.losses import kd_loss_top_k
+from distill.losses import kd_loss_from_log_probs, kd_loss_top_k
 from distill.methods import Batch, EpochStart, MethodContext, build_method
 from distill.methods.kd import KDSpec
 from distill.models import build_model
@@ -106,7 +107,7 @@ def test_truncated_file_is_rebuilt_with_a_message(tmp_path, data, teacher, caplo
 
 def test_top_k_cache_stores_the_top_classes_and_their_values(tmp_path, data, teacher):
     key = make_key(teacher, data, top_k=2, precision="float16")
-    cache = TeacherOutputCache(key, tmp_path)
+    cache = TeacherOutputCache(key, tmp_path, rest="bin")  # outputs() returns the stored pairs
     fill_all(cache, teacher, data)
     full_cache = TeacherOutputCache(make_key(teacher, data), tmp_path)
     fill_all(full_cache, teacher, data)
@@ -120,12 +121,12 @@ def test_top_k_cache_stores_the_top_classes_and_their_values(tmp_path, data, tea
     assert full_cache.bytes_per_sample() == 6 * 4
 
 
-@pytest.mark.parametrize("top_k", [None, 3])
-def test_kd_with_cache_gives_the_live_kd_terms(tmp_path, data, teacher, top_k):
+@pytest.mark.parametrize(("top_k", "rest"), [(None, "uniform"), (3, "bin"), (3, "uniform")])
+def test_kd_with_cache_gives_the_live_kd_terms(tmp_path, data, teacher, top_k, rest):
     torch.manual_seed(1)
     student = build_model(MLPSpec(hidden=[16]), data.input_shape, data.num_classes)
     key = make_key(teacher, data, draws=1, top_k=top_k)
-    cache = TeacherOutputCache(key, tmp_path, batch_size=64)
+    cache = TeacherOutputCache(key, tmp_path, batch_size=64, rest=rest)
     spec = KDSpec(temperature=2.0)
     example = data.train.inputs[:4]
     live = build_method(spec, MethodContext(student, teacher, example, data.num_classes))
@@ -143,14 +144,24 @@ def test_kd_with_cache_gives_the_live_kd_terms(tmp_path, data, teacher, top_k):
     live_terms, cached_terms = live.step(batch), cached.step(batch)
     if top_k is None:
         torch.testing.assert_close(cached_terms["kd"], live_terms["kd"], rtol=1e-4, atol=1e-6)
-    else:  # the live teacher's top-3 with the other classes merged into one bin
+    else:
         with torch.no_grad():
             top_values, top_classes = torch.log_softmax(teacher(inputs) / 2.0, 1).topk(3, dim=1)
-        expected = 0.9 * kd_loss_top_k(student(inputs), top_values, top_classes, 2.0)
+        if rest == "bin":  # the live teacher's top-3 with the other classes merged into one bin
+            expected = 0.9 * kd_loss_top_k(student(inputs), top_values, top_classes, 2.0)
+        else:  # the live teacher's top-3, the rest of its mass spread evenly (FKD)
+            target = spread_rest_uniformly(top_values, top_classes, data.num_classes)
+            expected = 0.9 * kd_loss_from_log_probs(student(inputs), target, 2.0)
         torch.testing.assert_close(cached_terms["kd"], expected, rtol=1e-4, atol=1e-6)
-        assert cached_terms["kd"] <= live_terms["kd"] + 1e-6  # merging bins never raises the KL
+        if rest == "bin":
+            assert cached_terms["kd"] <= live_terms["kd"] + 1e-6  # merging bins never raises the KL
     cached.on_epoch_start(EpochStart(1, 0, plan, data.train, torch.device("cpu")))
     assert cache.fills == 1  # the draw is reused, not recomputed
+
+
+def test_uniform_rest_golden_value():
+    log_probs = spread_rest_uniformly(torch.tensor([[float(np.log(0.7))]]), torch.tensor([[2]]), 4)
+    torch.testing.assert_close(log_probs.exp(), torch.tensor([[0.1, 0.1, 0.7, 0.1]]))
 
 
 def test_draw_count_helper():

@@ -78,7 +78,8 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"Top-k cache at T = {comparison['temperature']:g} ({comparison['task']}, "
             f"{comparison['epochs']} epochs, seeds {comparison['seeds']}): full logits "
             f"{100 * comparison['full_mean']:.2f}% vs {top} {100 * comparison[f'{top}_mean']:.2f}% "
-            f"({comparison['difference_points']:+.2f} points) at {comparison['bytes_per_sample'][top]} "
+            f"({comparison['difference_points']:+.2f} points; rest as one bin "
+            f"{comparison['bin_difference_points']:+.2f}) at {comparison['bytes_per_sample'][top]} "
             f"vs {comparison['bytes_per_sample']['full']} bytes per sample "
             f"({comparison['bytes_ratio']:.2f}×)."
         )

@@ -48,11 +48,16 @@ def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
     teacher = build_model(MLPSpec(hidden=[512, 512]), data.input_shape, NUM_CLASSES)
     teacher_fit = Trainer(Scratch(teacher), data, train, seed=0, device=DEVICE, model_name="teacher").fit()
     spec = KDSpec(temperature=temperature, kd_weight=0.9, ce_weight=0.1)
-    accuracies: dict[str, list[float]] = {"full": [], f"top{TOP_K}": []}
+    variants = (
+        ("full", None, "float32", "uniform"),
+        (f"top{TOP_K}", TOP_K, "float16", "uniform"),
+        (f"top{TOP_K}-bin", TOP_K, "float16", "bin"),
+    )
+    accuracies: dict[str, list[float]] = {label: [] for label, *_ in variants}
     bytes_per_sample: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="distill-topk-") as root:
         for seed in seeds:
-            for label, top_k, precision in (("full", None, "float32"), (f"top{TOP_K}", TOP_K, "float16")):
+            for label, top_k, precision, rest in variants:
                 key = CacheKey(
                     teacher=weights_fingerprint(teacher),
                     data=data.fingerprint(),
@@ -65,8 +70,9 @@ def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
                     num_samples=len(data.train),
                     num_classes=NUM_CLASSES,
                 )
-                cache = TeacherOutputCache(key, Path(root))
-                bytes_per_sample[label] = cache.bytes_per_sample()
+                cache = TeacherOutputCache(key, Path(root), rest=rest)
+                if rest == "uniform":  # the bin variant stores the same bytes as top-k
+                    bytes_per_sample[label] = cache.bytes_per_sample()
                 torch.manual_seed(seed + 1)
                 student = build_model(MLPSpec(hidden=[64]), data.input_shape, NUM_CLASSES)
                 context = MethodContext(
@@ -76,7 +82,7 @@ def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
                     build_method(spec, context), data, train, seed=seed, device=DEVICE, model_name=label
                 ).fit()
                 accuracies[label].append(fit.reported["test_accuracy"])
-    full, top = accuracies["full"], accuracies[f"top{TOP_K}"]
+    full, top, binned = accuracies["full"], accuracies[f"top{TOP_K}"], accuracies[f"top{TOP_K}-bin"]
     return {
         "task": f"synthetic 64-d, {NUM_CLASSES} classes, mlp 512-512 teacher → mlp 64 student",
         "epochs": epochs,
@@ -88,6 +94,9 @@ def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
         "full_mean": statistics.fmean(full),
         f"top{TOP_K}_mean": statistics.fmean(top),
         "difference_points": 100 * (statistics.fmean(top) - statistics.fmean(full)),
+        f"top{TOP_K}-bin_test_accuracy": binned,
+        f"top{TOP_K}-bin_mean": statistics.fmean(binned),
+        "bin_difference_points": 100 * (statistics.fmean(binned) - statistics.fmean(full)),
         "bytes_per_sample": bytes_per_sample,
         "bytes_ratio": bytes_per_sample[f"top{TOP_K}"] / bytes_per_sample["full"],
     }

@@ -9,9 +9,10 @@ ECCV 2022: store the augmentation parameters and the teacher's top-k soft labels
 generalized to mixup partners, shifts, noise, flips and crops.
 
 Storage per (draw, sample): all ``C`` log-probabilities, or the ``top_k`` largest as
-(log-probability, class) pairs; the remaining probability mass is kept implicitly
-(``1 − Σ top-k``) and distillation compares it with the student's mass on the other classes
-(:func:`distill.losses.kd_loss_top_k`). Files live under
+(log-probability, class) pairs; the remaining probability mass (``1 − Σ top-k``) is either spread
+evenly over the other classes (``rest: uniform``, FKD's choice, the default) or compared as one
+bin with the student's mass on those classes (``rest: bin``,
+:func:`distill.losses.kd_loss_top_k`). Files live under
 ``$DISTILL_CACHE/teacher-outputs/<key>/`` where the key hashes the teacher's weights, the data
 fingerprint, the augmentation spec and seed, the number of draws, ``T``, ``top_k`` and the
 storage precision: any change selects another cache. Each draw is filled the first time it is
@@ -44,12 +45,16 @@ FORMAT_VERSION = 1
 
 class TeacherCacheSpec(Section):
     """``top_k``: keep the k most probable classes (unset: all); ``precision`` of stored values;
-    ``directory``: where caches live (default ``$DISTILL_CACHE/teacher-outputs``)."""
+    ``directory``: where caches live (default ``$DISTILL_CACHE/teacher-outputs``); ``rest``: how
+    a top-k target treats the other classes — ``uniform`` spreads the remaining mass evenly over
+    them (as Fast Knowledge Distillation does), ``bin`` merges them into one bin on both sides
+    (:func:`distill.losses.kd_loss_top_k`)."""
 
     top_k: PositiveInt | None = None
     precision: Literal["float32", "float16"] = "float32"
     directory: Path | None = None
     batch_size: PositiveInt = 1024
+    rest: Literal["uniform", "bin"] = "uniform"
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -91,9 +96,12 @@ def default_cache_root() -> Path:
 class TeacherOutputCache:
     """Memory-mapped teacher log-probabilities for ``draws × samples``, filled draw by draw."""
 
-    def __init__(self, key: CacheKey, root: Path | None = None, batch_size: int = 1024) -> None:
+    def __init__(
+        self, key: CacheKey, root: Path | None = None, batch_size: int = 1024, rest: str = "uniform"
+    ) -> None:
         self.key = key
         self.batch_size = batch_size
+        self.rest = rest
         self.path = (root or default_cache_root()) / key.digest()
         self.stored_classes = key.top_k if key.top_k is not None else key.num_classes
         self.stored_classes = min(self.stored_classes, key.num_classes)
@@ -249,7 +257,21 @@ class TeacherOutputCache:
         values = torch.from_numpy(np.asarray(self._values[draw, rows], dtype=np.float32)).to(device)
         if self._classes is None:
             return values, None
-        return values, torch.from_numpy(self._classes[draw, rows].astype(np.int64)).to(device)
+        classes = torch.from_numpy(self._classes[draw, rows].astype(np.int64)).to(device)
+        if self.rest == "uniform":
+            return spread_rest_uniformly(values, classes, self.key.num_classes), None
+        return values, classes
+
+
+def spread_rest_uniformly(
+    top_log_probs: torch.Tensor, top_classes: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """A full ``(batch, num_classes)`` log-distribution from its top-k entries, the remaining
+    mass spread evenly over the ``num_classes − k`` other classes."""
+    others = num_classes - top_log_probs.shape[1]
+    remainder = (1.0 - top_log_probs.exp().sum(dim=1, keepdim=True)).clamp_min(1e-12)
+    full = (remainder / max(others, 1)).log().expand(-1, num_classes).clone()
+    return full.scatter_(1, top_classes, top_log_probs)
 
 
 def cache_draws(epochs: int, augment_enabled: bool, fixed_draws: int | None) -> int:
