@@ -7,6 +7,7 @@ import torch
 from distill.losses.attention import attention_map, attention_transfer_loss
 from distill.losses.hint import HintRegressor, fitnet_hint_loss
 from distill.losses.kd import kd_loss, kd_loss_from_log_probs, kd_loss_top_k, soft_cross_entropy
+from distill.losses.mutual import mutual_learning_loss
 from distill.registry import Registry
 
 LossFunction = Callable[..., torch.Tensor]
@@ -17,6 +18,10 @@ LOSSES.register("kd", "Hinton KD: T²·KL between temperature-softened outputs (
 LOSSES.register("hint", "FitNet hint: MSE after a learned regressor (Romero et al. 2015)")(fitnet_hint_loss)
 LOSSES.register("attention", "attention transfer: normalized activation maps (Zagoruyko & Komodakis 2017)")(
     attention_transfer_loss
+)
+
+LOSSES.register("mutual", "deep mutual learning: CE + mean KL from the other peers (Zhang et al. 2018)")(
+    mutual_learning_loss
 )
 
 #: The losses that compare a pair of tapped intermediate features.
@@ -32,5 +37,6 @@ __all__ = [
     "kd_loss",
     "kd_loss_from_log_probs",
     "kd_loss_top_k",
+    "mutual_learning_loss",
     "soft_cross_entropy",
 ]
