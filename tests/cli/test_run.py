@@ -71,7 +71,6 @@ def test_finished_run_is_never_overwritten(finished_run, capsys):
 
 def test_resume_reproduces_the_uninterrupted_run(finished_run, tmp_path, monkeypatch, capsys):
     recipe, reference = finished_run
-    calls = {"count": 0}
     original = rundir.RunDirectory.append_metrics
 
     def interrupt_in_kd_epoch_2(self, record):
@@ -84,7 +83,6 @@ def test_resume_reproduces_the_uninterrupted_run(finished_run, tmp_path, monkeyp
     assert "--resume" in capsys.readouterr().err
     assert not (tmp_path / "run" / "summary.json").exists()
     monkeypatch.setattr(rundir.RunDirectory, "append_metrics", original)
-    del calls
     assert run_cli("run", recipe, "--output-dir", tmp_path / "run", "--resume", "--quiet") == 0
 
     def accuracies(run):
