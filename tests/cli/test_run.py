@@ -97,8 +97,12 @@ def test_resume_reproduces_the_uninterrupted_run(finished_run, tmp_path, monkeyp
     assert strip(tmp_path / "run" / "metrics.jsonl") == strip(reference / "metrics.jsonl")
 
 
-def test_resume_refuses_a_changed_recipe(finished_run, tmp_path, capsys):
-    recipe, _ = finished_run
+def test_resume_refuses_a_changed_recipe_and_an_empty_directory(finished_run, tmp_path, capsys):
+    recipe, run = finished_run
+    before = (run / "summary.json").read_bytes()
+    assert run_cli("run", recipe, "--output-dir", run, "--resume", "--set", "train.epochs=4") == 2
+    assert "the recipe differs from the one in" in capsys.readouterr().err
+    assert (run / "summary.json").read_bytes() == before
     assert run_cli("run", recipe, "--output-dir", tmp_path / "r", "--resume") == 2
     assert "holds no run to resume" in capsys.readouterr().err
 
