@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "summarize":
             return command_summarize(args, console)
     except DistillError as error:
-        errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+        # Under torchrun every rank meets the same bad input (rank 0's run-directory decisions
+        # are broadcast); one message is enough, and every rank still exits with status 2.
+        if os.environ.get("RANK", "0") == "0":
+            errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         errors.print("interrupted; continue with `distill run ... --resume`")

@@ -216,3 +216,12 @@ def test_checkpoint_metadata_rebuilds_the_teacher(tmp_path, write_recipe, capsys
     recipe = tiny_recipe(teacher={"checkpoint": str(path)}, train={"epochs": 1})
     recipe["students"] = recipe["students"][1:]
     assert main(["run", str(write_recipe(recipe)), "--output-dir", str(tmp_path / "r"), "--quiet"]) == 0
+
+
+def test_only_rank_zero_prints_the_error_but_every_rank_exits_2(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    assert main(["run", "does/not/exist.yaml"]) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["run", "does/not/exist.yaml"]) == 2
+    assert "recipe file not found" in capsys.readouterr().err
