@@ -178,7 +178,7 @@ class RecipeRunner:
         summary = {
             "recipe": recipe.name,
             "seed": recipe.seed,
-            "data": {"name": data.name, "fingerprint": data.fingerprint()},
+            "data": {"name": data.name, "fingerprint": data.fingerprint},
             "device": str(device),
             "world_size": distributed.world_size(),
             "results": [result.as_json() for result in results],
@@ -302,7 +302,7 @@ class RecipeRunner:
         train = self.recipe.train_of(spec)
         key = CacheKey(
             teacher=weights_fingerprint(teacher),
-            data=data.fingerprint(),
+            data=data.fingerprint,
             augment=train.augment.model_dump_json(exclude={"draws"}),
             seed=self.recipe.seed,
             draws=cache_draws(train.epochs, train.augment.enabled, train.augment.draws),
@@ -362,7 +362,7 @@ class RecipeRunner:
             "seed": self.recipe.seed,
             "data": data.name,
             "data_spec": self.recipe.data.model_dump(mode="json"),
-            "data_fingerprint": data.fingerprint(),
+            "data_fingerprint": data.fingerprint,
         }
         finished = self.run.read_result(name) if self.resume else None
         model = method.evaluated_model()

@@ -23,8 +23,8 @@ def test_mnist1d_is_generated_offline_deterministically_and_restores_numpy_state
     first = load_data(MNIST1DSpec(num_samples=300, seed=1))
     assert np.random.rand() == expected_next
     second = load_data(MNIST1DSpec(num_samples=300, seed=1))
-    assert first.fingerprint() == second.fingerprint()
-    assert load_data(MNIST1DSpec(num_samples=300, seed=2)).fingerprint() != first.fingerprint()
+    assert first.fingerprint == second.fingerprint
+    assert load_data(MNIST1DSpec(num_samples=300, seed=2)).fingerprint != first.fingerprint
 
 
 def test_validation_split_is_seeded_and_disjoint():

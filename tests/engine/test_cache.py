@@ -37,7 +37,7 @@ def teacher(data):
 def make_key(teacher, data, **changes):
     fields = dict(
         teacher=weights_fingerprint(teacher),
-        data=data.fingerprint(),
+        data=data.fingerprint,
         augment=AUGMENT.model_dump_json(),
         seed=0,
         draws=2,

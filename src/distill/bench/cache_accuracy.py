@@ -60,7 +60,7 @@ def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
             for label, top_k, precision, rest in variants:
                 key = CacheKey(
                     teacher=weights_fingerprint(teacher),
-                    data=data.fingerprint(),
+                    data=data.fingerprint,
                     augment="{}",
                     seed=seed,
                     draws=cache_draws(epochs, False, None),

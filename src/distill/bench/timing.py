@@ -50,7 +50,7 @@ def _trainer(task: BenchTask, student: torch.nn.Module, teacher, augment: Augmen
 def _cache(task: BenchTask, teacher, augment: AugmentSpec, root: Path) -> TeacherOutputCache:
     key = CacheKey(
         teacher=weights_fingerprint(teacher),
-        data=task.data.fingerprint(),
+        data=task.data.fingerprint,
         augment=augment.model_dump_json(exclude={"draws"}),
         seed=0,
         draws=cache_draws(1000, augment.enabled, augment.draws),

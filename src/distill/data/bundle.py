@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -39,8 +40,10 @@ class DataBundle:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.inputs.shape[1:])
 
+    @cached_property
     def fingerprint(self) -> str:
-        """A short hash of every split's bytes: identifies the exact data a run saw."""
+        """A short hash of every split's bytes: identifies the exact data a run saw (computed
+        once per bundle; the splits are immutable)."""
         digest = hashlib.sha256()
         for split in (self.train, self.val, self.test):
             if split is None:
