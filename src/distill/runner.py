@@ -24,7 +24,7 @@ from torch import nn
 from distill.config import Recipe, StudentSpec, TeacherSpec
 from distill.data import DataBundle, load_data
 from distill.engine import distributed
-from distill.engine.cache import CacheKey, TeacherOutputCache, cache_draws, weights_fingerprint
+from distill.engine.cache import CacheKey, TeacherOutputCache
 from distill.engine.checkpoint import load_weights, read_metadata
 from distill.engine.metrics import evaluate
 from distill.engine.trainer import EpochRecord, Trainer, TrainSpec, augment_plan, training_draws
@@ -300,17 +300,15 @@ class RecipeRunner:
         if options is None or teacher is None or temperature is None:
             return None
         train = self.recipe.train_of(spec)
-        key = CacheKey(
-            teacher=weights_fingerprint(teacher),
-            data=data.fingerprint,
-            augment=train.augment.model_dump_json(exclude={"draws"}),
-            seed=self.recipe.seed,
-            draws=cache_draws(train.epochs, train.augment.enabled, train.augment.draws),
-            temperature=temperature,
-            top_k=options.top_k,
-            precision=options.precision,
-            num_samples=len(data.train),
-            num_classes=data.num_classes,
+        key = CacheKey.for_training(
+            teacher,
+            data,
+            train.augment,
+            self.recipe.seed,
+            train.epochs,
+            temperature,
+            options.top_k,
+            options.precision,
         )
         if not distributed.is_initialized():
             return TeacherOutputCache(key, options.directory, options.batch_size, options.rest)

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from distill.data import load_data
+from distill.data import AugmentSpec, load_data
 from distill.data.sources import SyntheticSpec
-from distill.engine.cache import CacheKey, TeacherOutputCache, cache_draws, weights_fingerprint
+from distill.engine.cache import CacheKey, TeacherOutputCache
 from distill.engine.optim import OptimizerSpec
 from distill.engine.trainer import Trainer, TrainSpec
 from distill.methods import MethodContext, build_method
@@ -58,17 +58,8 @@ def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="distill-topk-") as root:
         for seed in seeds:
             for label, top_k, precision, rest in variants:
-                key = CacheKey(
-                    teacher=weights_fingerprint(teacher),
-                    data=data.fingerprint,
-                    augment="{}",
-                    seed=seed,
-                    draws=cache_draws(epochs, False, None),
-                    temperature=spec.temperature,
-                    top_k=top_k,
-                    precision=precision,
-                    num_samples=len(data.train),
-                    num_classes=NUM_CLASSES,
+                key = CacheKey.for_training(
+                    teacher, data, AugmentSpec(), seed, epochs, spec.temperature, top_k, precision
                 )
                 cache = TeacherOutputCache(key, Path(root), rest=rest)
                 if rest == "uniform":  # the bin variant stores the same bytes as top-k

@@ -15,7 +15,7 @@ import torch
 from distill.bench.reference import make_reference_loader, reference_kd_epoch
 from distill.bench.tasks import BenchTask
 from distill.data.augment import AugmentSpec
-from distill.engine.cache import CacheKey, TeacherOutputCache, cache_draws, weights_fingerprint
+from distill.engine.cache import CacheKey, TeacherOutputCache
 from distill.engine.optim import OptimizerSpec
 from distill.engine.trainer import Trainer, TrainSpec
 from distill.methods import MethodContext, build_method
@@ -48,18 +48,7 @@ def _trainer(task: BenchTask, student: torch.nn.Module, teacher, augment: Augmen
 
 
 def _cache(task: BenchTask, teacher, augment: AugmentSpec, root: Path) -> TeacherOutputCache:
-    key = CacheKey(
-        teacher=weights_fingerprint(teacher),
-        data=task.data.fingerprint,
-        augment=augment.model_dump_json(exclude={"draws"}),
-        seed=0,
-        draws=cache_draws(1000, augment.enabled, augment.draws),
-        temperature=TEMPERATURE,
-        top_k=None,
-        precision="float16",
-        num_samples=len(task.data.train),
-        num_classes=task.data.num_classes,
-    )
+    key = CacheKey.for_training(teacher, task.data, augment, 0, 1000, TEMPERATURE, None, "float16")
     return TeacherOutputCache(key, root)
 
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.data.augment import AugmentPlan, apply_plan
-from distill.data.bundle import Split
+from distill.data.augment import AugmentPlan, AugmentSpec, apply_plan
+from distill.data.bundle import DataBundle, Split
 from distill.engine.checkpoint import atomic_write_json
 from distill.schema import PositiveInt, Section
 
@@ -81,6 +81,33 @@ class CacheKey:
     precision: str
     num_samples: int
     num_classes: int
+
+    @classmethod
+    def for_training(
+        cls,
+        teacher: nn.Module,
+        data: DataBundle,
+        augment: AugmentSpec,
+        seed: int,
+        epochs: int,
+        temperature: float,
+        top_k: int | None,
+        precision: str,
+    ) -> CacheKey:
+        """The key of the cache a KD run needs: ``teacher`` on ``data``'s training split under
+        ``augment`` drawn from ``seed`` for ``epochs`` epochs, softened at ``temperature``."""
+        return cls(
+            teacher=weights_fingerprint(teacher),
+            data=data.fingerprint,
+            augment=augment.model_dump_json(exclude={"draws"}),
+            seed=seed,
+            draws=cache_draws(epochs, augment.enabled, augment.draws),
+            temperature=temperature,
+            top_k=top_k,
+            precision=precision,
+            num_samples=len(data.train),
+            num_classes=data.num_classes,
+        )
 
     def digest(self) -> str:
         payload = json.dumps({"version": FORMAT_VERSION, **self.__dict__}, sort_keys=True)
