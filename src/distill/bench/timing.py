@@ -26,19 +26,21 @@ from distill.models import build_model
 TEMPERATURE = 4.0
 KD = KDSpec(temperature=TEMPERATURE, kd_weight=0.9, ce_weight=0.1)
 DEVICE = torch.device("cpu")
+BUDGET_EPOCHS = 1000  # the schedule's horizon; the bench runs only a few of these epochs
 
 
-def _trainer(task: BenchTask, student: torch.nn.Module, teacher, augment: AugmentSpec, cache=None, kd=True):
-    spec = KD if kd else ScratchSpec()
+def _trainer(task: BenchTask, student: torch.nn.Module, teacher, augment: AugmentSpec, cache=None):
+    """One epoch at a time of KD (given a teacher) or of scratch training (teacher ``None``)."""
+    spec = KD if teacher is not None else ScratchSpec()
     context = MethodContext(
         student,
-        teacher if kd else None,
+        teacher,
         task.data.train.inputs[:8],
         task.data.num_classes,
         teacher_cache=cache,
     )
     train = TrainSpec(
-        epochs=1000, batch_size=task.batch_size, augment=augment, optimizer=OptimizerSpec(lr=1e-3)
+        epochs=BUDGET_EPOCHS, batch_size=task.batch_size, augment=augment, optimizer=OptimizerSpec(lr=1e-3)
     )
     trainer = Trainer(
         build_method(spec, context), task.data, train, seed=0, device=DEVICE, model_name=task.name
@@ -48,7 +50,7 @@ def _trainer(task: BenchTask, student: torch.nn.Module, teacher, augment: Augmen
 
 
 def _cache(task: BenchTask, teacher, augment: AugmentSpec, root: Path) -> TeacherOutputCache:
-    key = CacheKey.for_training(teacher, task.data, augment, 0, 1000, TEMPERATURE, None, "float16")
+    key = CacheKey.for_training(teacher, task.data, augment, 0, BUDGET_EPOCHS, TEMPERATURE, None, "float16")
     return TeacherOutputCache(key, root)
 
 
@@ -68,13 +70,13 @@ def time_task(task: BenchTask, repeats: int) -> dict[str, Any]:
     plain = AugmentSpec()
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as root:
         variants: dict[str, Callable[[], Any]] = {
-            "scratch_epoch_s": _trainer(task, fresh(), None, plain, kd=False),
+            "scratch_epoch_s": _trainer(task, fresh(), None, plain),
             "kd_live_epoch_s": _trainer(task, fresh(), copy.deepcopy(teacher), plain),
             "kd_cached_epoch_s": _trainer(
                 task, fresh(), copy.deepcopy(teacher), plain, _cache(task, teacher, plain, Path(root))
             ),
             "plain_loop_epoch_s": _plain_loop(task, fresh(), copy.deepcopy(teacher)),
-            "scratch_augmented_epoch_s": _trainer(task, fresh(), None, task.augment, kd=False),
+            "scratch_augmented_epoch_s": _trainer(task, fresh(), None, task.augment),
             "kd_live_augmented_epoch_s": _trainer(task, fresh(), copy.deepcopy(teacher), task.augment),
             "kd_cached_augmented_epoch_s": _trainer(
                 task,
