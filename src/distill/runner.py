@@ -394,9 +394,10 @@ class RecipeRunner:
         if not fit.history:
             raise DistillError(f"{name}: no epoch was trained")
         reported = fit.reported
-        which = "best" if train.report == "best" and data.val is not None else "last"
+        which = trainer.selection
         checkpoint = model_dir / f"{which}.safetensors"
-        load_weights(checkpoint, model)  # the evaluated model is the reported epoch's
+        if which == "best":  # the evaluated model must hold the reported epoch's weights
+            load_weights(checkpoint, model)
         result = ModelResult(
             name=name,
             role=role,

@@ -225,9 +225,15 @@ class Trainer:
                 self.on_epoch_end(record)
         return FitResult(self.state.history, self.reported_record(), self.state.seconds)
 
+    @property
+    def selection(self) -> Literal["last", "best"]:
+        """Which epoch is reported: ``best`` (validation) only when there is a validation split;
+        its weights are in ``<selection>.safetensors``."""
+        return "best" if self.spec.report == "best" and self.data.val is not None else "last"
+
     def reported_record(self) -> EpochRecord:
         """The last epoch's record, or the best-validation epoch's when ``report: best``."""
-        if self.spec.report == "best" and self.data.val is not None:
+        if self.selection == "best":
             return max(self.state.history, key=lambda record: record["val_accuracy"])
         return self.state.history[-1]
 
