@@ -311,9 +311,8 @@ class Trainer:
         metadata = {**self.checkpoint_metadata, "epoch": record["epoch"], "metrics": record}
         if self.writes_files:
             save_checkpoint(self.model_dir / "last.safetensors", model, metadata)
-        val_accuracy = record.get("val_accuracy", record.get("test_accuracy", 0.0))
-        if self.data.val is not None and val_accuracy > self.state.best_val:
-            self.state.best_val = val_accuracy
+        if self.data.val is not None and record["val_accuracy"] > self.state.best_val:
+            self.state.best_val = record["val_accuracy"]
             if self.writes_files:
                 save_checkpoint(self.model_dir / "best.safetensors", model, metadata)
         self._save_resume()
