@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from distill.engine.checkpoint import atomic_write_bytes, atomic_write_json
+from distill.files import atomic_write_bytes, atomic_write_json
 
 
 def machine_info() -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +18,7 @@ from pydantic import Field, field_validator
 
 from distill.data.bundle import DataBundle, Split, check_label_range, split_off, validated_split
 from distill.errors import DataError
+from distill.files import atomic_file
 from distill.registry import SpecRegistry
 from distill.schema import PositiveInt, Section
 
@@ -56,11 +56,9 @@ def cache_dir() -> Path:
 
 
 def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
+    """Write ``arrays`` to ``path`` as one ``.npz`` file, atomically."""
+    with atomic_file(path) as handle:
         np.savez(handle, **arrays)
-    os.replace(handle.name, path)
 
 
 # --------------------------------------------------------------------------- MNIST-1D

@@ -36,7 +36,7 @@ from torch import nn
 
 from distill.data.augment import AugmentPlan, AugmentSpec, apply_plan
 from distill.data.bundle import DataBundle, Split
-from distill.engine.checkpoint import atomic_write_json
+from distill.files import atomic_write_json
 from distill.schema import PositiveInt, Section
 
 LOG = logging.getLogger("distill")

@@ -8,52 +8,30 @@ fingerprint). Resume state (optimizer, schedule, history) is a separate ``resume
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from distill.errors import CheckpointError
+from distill.files import atomic_file, atomic_write_bytes, atomic_write_json
 
 FORMAT = "distill-checkpoint/1"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
-
-
 def atomic_torch_save(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
+    """``torch.save`` to ``path`` atomically."""
+    with atomic_file(path) as handle:
         torch.save(payload, handle)
-    os.replace(handle.name, path)
 
 
 def save_checkpoint(weights_path: Path, model: nn.Module, metadata: dict[str, Any]) -> None:
     """Save ``model``'s weights to ``weights_path`` (``.safetensors``) and metadata beside it."""
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=weights_path.parent, prefix=f".{weights_path.name}.", delete=False
-    ) as handle:
-        temporary = handle.name
-    save_file(state, temporary)
-    os.replace(temporary, weights_path)
+    atomic_write_bytes(weights_path, save(state))
     atomic_write_json(weights_path.with_suffix(".json"), {"format": FORMAT, **metadata})
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from distill.files import atomic_file
 
 
 def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -31,7 +31,6 @@ def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) 
     accuracy_axis.grid(alpha=0.3)
     loss_axis.grid(alpha=0.3)
     figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
+    with atomic_file(path) as handle:
         figure.savefig(handle, format="png", dpi=110)
-    os.replace(handle.name, path)
     plt.close(figure)

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from distill.engine import distributed
-from distill.engine.checkpoint import atomic_write_bytes, atomic_write_json
 from distill.errors import RunDirectoryError
+from distill.files import atomic_write_bytes, atomic_write_json
 
 
 def default_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
