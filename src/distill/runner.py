@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,12 @@ from distill.engine.trainer import (
     TrainSpec,
     augment_plan,
     member_name,
+    steps_per_epoch,
     training_draws,
 )
 from distill.errors import CheckpointError, DistillError, RecipeError
 from distill.methods import Method, MethodContext, build_method
+from distill.methods.registry import Budget
 from distill.methods.scratch import Scratch
 from distill.models import ImportedModelSpec, ModelSpec, build_model, count_parameters
 from distill.report.plots import plot_learning_curves
@@ -321,6 +324,7 @@ class RecipeRunner:
     ) -> Method:
         owner = f"students[{index}]"
         model = instantiate(spec.model, data, owner, self.recipe.seed)
+        train = self.recipe.train_of(spec)
         context = MethodContext(
             student=model.to(device),
             teacher=teacher.to(device) if teacher is not None else None,
@@ -335,6 +339,12 @@ class RecipeRunner:
             seed=self.recipe.seed,
             data=data,
             trained_students=dict(trained or {}),
+            budget=Budget(
+                train.epochs,
+                train.batch_size,
+                steps_per_epoch(len(data.train), train.batch_size, distributed.world_size()),
+                train.optimizer.lr,
+            ),
         )
         return build_method(spec.method, context)
 
@@ -443,6 +453,9 @@ class RecipeRunner:
             self.run.keep_metrics_until(name, trainer.state.epoch)
         else:
             self.run.keep_metrics_until(name, 0)
+        started = time.perf_counter()
+        method.prepare(model_dir)  # e.g. meta-training a loss teacher: counted in the seconds
+        prepare_seconds = time.perf_counter() - started
         if self.on_model_start is not None:
             self.on_model_start(name, train.epochs)
         fit = trainer.fit()
@@ -464,14 +477,16 @@ class RecipeRunner:
                 test_accuracy=reported["test_accuracy"],
                 params=count_parameters(model),
                 epochs=train.epochs,
-                seconds=round(fit.seconds, 3),
+                seconds=round(fit.seconds + prepare_seconds, 3),
                 reported_epoch=reported["epoch"],
                 selection=which,
                 val_accuracy=reported.get("val_accuracy"),
                 checkpoint=str(checkpoint),
             )
-            self.run.write_result(member, result.as_json())
             results.append(result)
+        results[0].extras = method.finish(model_dir) if distributed.is_main_process() else None
+        for result in results:
+            self.run.write_result(result.name, result.as_json())
         resume_path = trainer.resume_path
         if distributed.is_main_process() and resume_path is not None and resume_path.exists():
             resume_path.unlink()  # the finished models' checkpoints and result.json files suffice

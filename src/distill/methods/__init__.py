@@ -1,6 +1,18 @@
 """Training methods: each defines one step that turns a batch into named loss terms."""
 
-from distill.methods import dml, kd, moonshine, one, pseudo, scratch, skd, slam, weighted  # noqa: F401  (registration side effects)
+from distill.methods import (  # noqa: F401  (registration side effects)
+    dml,
+    kd,
+    l2t_dlf,
+    l2t_dln,
+    moonshine,
+    one,
+    pseudo,
+    scratch,
+    skd,
+    slam,
+    weighted,
+)
 from distill.methods.base import (
     Batch,
     CachedTeacher,

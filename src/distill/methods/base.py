@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -102,6 +103,16 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: EpochStart) -> None:
         """Called by the trainer before each epoch (e.g. to fill a teacher-output cache)."""
+
+    def prepare(self, workspace: Path) -> None:
+        """Called once before training (also when a run resumes), with the directory that
+        holds this student's checkpoints: a method with a phase of its own before the student
+        trains (e.g. meta-training a loss teacher) runs or reloads it here."""
+
+    def finish(self, workspace: Path) -> dict[str, Any] | None:
+        """Called once after training; may write reports (plots) to ``workspace`` and returns
+        extra fields for the primary model's ``result.json`` (or ``None``)."""
+        return None
 
     def evaluated_models(self) -> dict[str, nn.Module]:
         """The models evaluated, checkpointed and reported every epoch, by name.

@@ -15,6 +15,21 @@ from distill.registry import SpecRegistry
 
 
 @dataclass(frozen=True)
+class Budget:
+    """The student's training budget as the trainer will run it (for methods that plan
+    ahead, e.g. a teacher that reads training progress)."""
+
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int
+    lr: float
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass(frozen=True)
 class MethodContext:
     """Everything a method factory may need: the student, the teacher (if any), the data shape.
 
@@ -25,6 +40,7 @@ class MethodContext:
     branches); ``student_spec`` is the student's model spec and ``seed`` the run's seed (the
     student was initialized from it). ``data`` is what the student trains and is validated on
     (for unlabeled-data methods: L followed by U, and V; U's labels are hidden).
+    ``budget`` is the student's training budget (epochs, batch size, steps, learning rate).
     ``trained_students`` holds the primary models of the recipe's students trained before this
     one, by name (see :meth:`MethodSpec.depends_on`).
     """
@@ -40,6 +56,7 @@ class MethodContext:
     seed: int = 0
     data: DataBundle | None = None
     trained_students: dict[str, nn.Module] = field(default_factory=dict)
+    budget: Budget | None = None
 
     def new_model(self, spec: Any, owner: str, seed: int) -> nn.Module:
         """A fresh model for ``spec`` (the student's architecture when ``None``) from ``seed``."""

@@ -26,7 +26,10 @@ def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) 
         line = accuracy_axis.plot(epochs, [100 * row[accuracy_key] for row in rows], label=f"{model_name}")[0]
         loss_axis.plot(epochs, [row["train_loss"] for row in rows], color=line.get_color())
     accuracy_axis.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
-    loss_axis.set(xlabel="epoch", ylabel="training loss (sum of terms)", yscale="log")
+    positive = all(record["train_loss"] > 0 for record in records)  # learned losses may be negative
+    loss_axis.set(
+        xlabel="epoch", ylabel="training loss (sum of terms)", yscale="log" if positive else "linear"
+    )
     accuracy_axis.legend()
     accuracy_axis.grid(alpha=0.3)
     loss_axis.grid(alpha=0.3)

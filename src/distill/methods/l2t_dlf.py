@@ -1,0 +1,274 @@
+"""``l2t-dlf``: train a student on the loss a learned teacher writes at every step.
+
+Learning to Teach with Dynamic Loss Functions (Wu et al., NeurIPS 2018): the loss family, the
+teacher and its reverse-mode training are in :mod:`distill.teaching.dlf`. This method
+
+1. before the student trains (:meth:`Method.prepare`), meta-trains a :class:`LossTeacher` on
+   the recipe's data — episodes of fresh students of the student's architecture, trained by
+   plain SGD on the teacher's loss, the teacher updated by the gradient of a smooth dev error —
+   and saves it as ``RUN/<student>/loss_teacher.safetensors`` (+ ``.json`` metadata,
+   ``meta_history.json``); or loads a saved one (``loss_teacher: PATH``: teacher transfer to
+   another student or dataset with the same number of classes);
+2. trains a fresh student with the recipe's optimizer on ``l_{Φ_t}``, ``Φ_t = μ_θ(s_t)`` from
+   the frozen teacher and the student's live state ``s_t`` (progress, moving train accuracy and
+   loss, dev accuracy measured before each epoch);
+3. plots the loss it was given over training (``loss_parameters.png`` and ``.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, PositiveFloat, PositiveInt
+from torch import nn
+
+from distill.data.bundle import Split
+from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoint
+from distill.errors import CheckpointError, DistillError
+from distill.files import atomic_write_json
+from distill.methods.base import Batch, EpochStart, Method, MethodSpec
+from distill.methods.registry import METHODS, Budget, MethodContext
+from distill.teaching.dlf import STATE_FEATURES, LossTeacher, MetaSchedule, dlf_loss, meta_train
+
+LOG = logging.getLogger(__name__)
+TEACHER_KIND = "l2t-dlf-loss-teacher"
+
+
+class L2TDLFSpec(MethodSpec):
+    """``l2t-dlf``: meta-train a loss teacher (or load ``loss_teacher``), then train the
+    student on its dynamic loss.
+
+    Meta-training: ``episodes`` fresh students of ``episode_steps`` plain-SGD steps (default:
+    the student's own budget) at ``inner_lr`` (default: the recipe's learning rate), the teacher
+    updated every ``unroll`` steps by Adam at ``teacher_lr``; ``matrices`` loss parameters to
+    attend over (``nonnegative``: ``W ≥ 0``, see :class:`LossTeacher`); ``sharpness`` the k of
+    the smooth dev error.
+    """
+
+    name: Literal["l2t-dlf"] = "l2t-dlf"
+    loss_teacher: Path | None = None
+    matrices: PositiveInt = 4
+    episodes: PositiveInt = 4
+    episode_steps: PositiveInt | None = None
+    unroll: PositiveInt = 100
+    inner_lr: PositiveFloat | None = None
+    teacher_lr: PositiveFloat = 0.01
+    sharpness: PositiveFloat = 50.0
+    init_noise: float = Field(default=0.0, ge=0.0)
+    nonnegative: bool = True
+
+
+def load_loss_teacher(path: Path, num_classes: int, owner: str) -> tuple[LossTeacher, dict[str, Any]]:
+    """A saved :class:`LossTeacher` and its metadata; a file of another kind or class count is
+    refused with a message naming it."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{owner}.loss_teacher: file not found: {path}")
+    metadata = read_metadata(path)
+    if metadata.get("kind") != TEACHER_KIND:
+        raise CheckpointError(
+            f"{owner}.loss_teacher: {path} is not an l2t-dlf loss teacher (its metadata says kind "
+            f"{metadata.get('kind')!r}; expected {TEACHER_KIND!r})"
+        )
+    if metadata.get("num_classes") != num_classes:
+        raise CheckpointError(
+            f"{owner}.loss_teacher: {path} writes losses for {metadata.get('num_classes')} classes; "
+            f"this data has {num_classes}"
+        )
+    teacher = LossTeacher(
+        num_classes, int(metadata["matrices"]), nonnegative=bool(metadata.get("nonnegative", True))
+    )
+    load_weights(path, teacher)
+    return teacher, metadata
+
+
+class DynamicLossDistillation(Method):
+    """The student minimizes ``l_{μ_θ(s_t)}`` (see module doc); the teacher is frozen here."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: LossTeacher,
+        spec: L2TDLFSpec,
+        context: MethodContext,
+        loaded_metadata: dict[str, Any] | None,
+    ) -> None:
+        super().__init__(student)
+        assert context.budget is not None and context.data is not None and context.data.val is not None
+        self.loss_teacher = teacher.requires_grad_(False)
+        self.spec = spec
+        self.budget: Budget = context.budget
+        self.dev: Split = context.data.val
+        self.train_split: Split = context.data.train
+        self.new_model = context.new_model
+        self.seed = context.seed
+        self.data_fingerprint = context.data.fingerprint
+        self.loaded_metadata = loaded_metadata
+        self.meta_seconds = 0.0
+        # live state: train accuracy and loss (moving averages), dev accuracy, batches seen
+        self.register_buffer("state", torch.tensor([0.0, 1.0, 0.0, 0.0]))
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        # per epoch: attention weights, then mean diagonal / off-diagonal of W_t, mean b_t
+        self.register_buffer(
+            "loss_history", torch.full((self.budget.epochs, teacher.matrices.shape[0] + 3), math.nan)
+        )
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"": list(self.student.parameters())}
+
+    # ------------------------------------------------------------------ the teacher
+    def prepare(self, workspace: Path) -> None:
+        if self.loaded_metadata is not None:
+            return
+        path = workspace / "loss_teacher.safetensors"
+        if path.is_file() and read_metadata(path).get("data_fingerprint") == self.data_fingerprint:
+            teacher, metadata = load_loss_teacher(path, self.loss_teacher.num_classes, "l2t-dlf")
+            self.loss_teacher.load_state_dict(teacher.state_dict())
+            self.meta_seconds = float(metadata.get("meta_seconds", 0.0))
+            LOG.info("l2t-dlf: reusing the loss teacher meta-trained earlier (%s)", path)
+            return
+        schedule = self.schedule()
+        LOG.info(
+            "l2t-dlf: meta-training the loss teacher — %d episodes × %d steps, unroll %d",
+            schedule.episodes,
+            schedule.episode_steps,
+            schedule.unroll,
+        )
+        device = next(self.student.parameters()).device
+        self.loss_teacher.requires_grad_(True)
+        history = meta_train(
+            self.loss_teacher,
+            lambda episode: self.new_model(None, f"episode{episode}", self.seed + 7919 * (episode + 1)),
+            self.train_split,
+            self.dev,
+            schedule,
+            device,
+            seed=self.seed,
+        )
+        self.loss_teacher.requires_grad_(False)
+        self.meta_seconds = history.seconds
+        workspace.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(workspace / "meta_history.json", history.rows)
+        save_checkpoint(
+            path,
+            self.loss_teacher,
+            {
+                "kind": TEACHER_KIND,
+                "num_classes": self.loss_teacher.num_classes,
+                "matrices": int(self.loss_teacher.matrices.shape[0]),
+                "nonnegative": self.loss_teacher.nonnegative,
+                "state_features": list(STATE_FEATURES),
+                "schedule": schedule.__dict__,
+                "data_fingerprint": self.data_fingerprint,
+                "meta_seconds": round(history.seconds, 3),
+                "final_dev_accuracy": history.rows[-1]["dev_accuracy"],
+            },
+        )
+
+    def schedule(self) -> MetaSchedule:
+        spec, budget = self.spec, self.budget
+        return MetaSchedule(
+            episodes=spec.episodes,
+            episode_steps=spec.episode_steps or budget.steps,
+            unroll=spec.unroll,
+            lr=spec.inner_lr or budget.lr,
+            batch_size=budget.batch_size,
+            teacher_lr=spec.teacher_lr,
+            dev_every=budget.steps_per_epoch,
+            sharpness=spec.sharpness,
+        )
+
+    # ------------------------------------------------------------------ the student
+    def state_vector(self) -> torch.Tensor:
+        """``s_t`` as the teacher reads it (see :data:`~distill.teaching.dlf.STATE_FEATURES`)."""
+        progress = self.step_count.float() / max(1, self.budget.steps)
+        one = torch.ones((), device=self.state.device)
+        return torch.stack([one, progress, self.state[0], self.state[1], self.state[2]])
+
+    def on_epoch_start(self, epoch: EpochStart) -> None:
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            inputs, targets = self.dev.inputs.to(epoch.device), self.dev.targets.to(epoch.device)
+            correct = sum(
+                (self.student(inputs[i : i + 1024]).argmax(dim=1) == targets[i : i + 1024]).sum()
+                for i in range(0, len(targets), 1024)
+            )
+            self.state[2] = correct.float() / len(targets)
+            state = self.state_vector()
+            weights = self.loss_teacher.weights(state)
+            matrix, bias = self.loss_teacher(state)
+            diagonal = matrix.diagonal().mean()
+            off = (matrix.sum() - matrix.diagonal().sum()) / max(1, matrix.numel() - len(matrix))
+            if epoch.epoch < len(self.loss_history):
+                self.loss_history[epoch.epoch] = torch.cat(
+                    [weights, torch.stack([diagonal, off, bias.mean()])]
+                )
+        self.student.train(was_training)
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if batch.mixing is not None:
+            raise DistillError(
+                "l2t-dlf: the dynamic loss needs hard labels; set train.augment.mixup_alpha: 0"
+            )
+        logits = self.student(batch.inputs)
+        with torch.no_grad():
+            matrix, bias = self.loss_teacher(self.state_vector())
+        loss = dlf_loss(logits, batch.targets, matrix, bias)
+        with torch.no_grad():  # the state's moving averages, kept on the device (no host sync)
+            detached = logits.detach()
+            accuracy = (detached.argmax(dim=1) == batch.targets).float().mean()
+            ce = F.cross_entropy(detached, batch.targets) / math.log(detached.shape[1])
+            decay = 0.9 if int(self.step_count) > 0 else 0.0
+            self.state[0] = decay * self.state[0] + (1 - decay) * accuracy
+            self.state[1] = decay * self.state[1] + (1 - decay) * ce
+            self.step_count += 1
+        return {"dlf": loss}
+
+    def finish(self, workspace: Path) -> dict[str, Any]:
+        from distill.report.teaching import plot_loss_parameters
+
+        rows = [
+            {"epoch": epoch + 1, "values": [float(value) for value in row]}
+            for epoch, row in enumerate(self.loss_history.cpu())
+            if not math.isnan(float(row[0]))
+        ]
+        matrices = int(self.loss_teacher.matrices.shape[0])
+        names = [f"attention_{i}" for i in range(matrices)] + ["W_diagonal", "W_off_diagonal", "b_mean"]
+        table = [{"epoch": row["epoch"], **dict(zip(names, row["values"], strict=True))} for row in rows]
+        atomic_write_json(workspace / "loss_parameters.json", table)
+        meta_rows = []
+        meta_path = workspace / "meta_history.json"
+        if meta_path.is_file():
+            meta_rows = json.loads(meta_path.read_text())
+        plot_loss_parameters(table, meta_rows, workspace / "loss_parameters.png", "l2t-dlf")
+        teacher = self.spec.loss_teacher or workspace / "loss_teacher.safetensors"
+        return {"loss_teacher": str(teacher), "meta_seconds": round(self.meta_seconds, 3)}
+
+
+@METHODS.register_factory("l2t-dlf", "learning to teach with dynamic loss functions (Wu et al. 2018)")
+def build_l2t_dlf(spec: L2TDLFSpec, context: MethodContext) -> Method:
+    if context.data is None or context.data.val is None or len(context.data.val) == 0:
+        raise DistillError(
+            f"{context.owner}: l2t-dlf trains its teacher on a validation split; set data.val_fraction > 0"
+        )
+    if context.budget is None:
+        raise DistillError(f"{context.owner}: l2t-dlf needs the student's training budget")
+    metadata = None
+    if spec.loss_teacher is not None:
+        teacher, metadata = load_loss_teacher(spec.loss_teacher, context.num_classes, context.owner)
+    else:
+        teacher = LossTeacher(
+            context.num_classes,
+            spec.matrices,
+            spec.init_noise,
+            seed=context.seed,
+            nonnegative=spec.nonnegative,
+        )
+    teacher = teacher.to(context.example_inputs.device)
+    return DynamicLossDistillation(context.student, teacher, spec, context, metadata)

@@ -1,0 +1,286 @@
+"""``l2t-dln``: a student trained on a dynamic loss network that an LSTM teacher keeps adjusting.
+
+L2T-DLN (Hai et al., NeurIPS 2023); the network, the one-vs-one view and the LSTM teacher are in
+:mod:`distill.teaching.dln`. Three stages alternate, as in the official ``main.py``:
+
+(a) the student trains ``unroll`` (K = 15) steps on the mean DLN loss;
+(b) the DLN is updated through the teacher from the validation gradient: from the student's
+    weights before those K steps, K plain-SGD steps (``inner_lr``) on the same batches are
+    unrolled with the DLN's weights φ, the validation cross-entropy (a batch of 100) is
+    differentiated in φ through them (reverse mode, :mod:`distill.teaching.unroll`), and
+    ``φ' = φ − β · LSTM(∇_φ L_val)`` (β = 10⁻³);
+(c) the teacher learns: the K steps are unrolled again with φ', the validation cross-entropy is
+    differentiated in φ' and back through ``φ' = φ − β·LSTM(g)`` into the LSTM's weights, which
+    Adam steps (``teacher_lr`` 10⁻³). The LSTM's memory is carried from round to round and cut
+    from the graph after each (as the official code does).
+
+**Where this differs from the official code.** There the student's K steps are the unroll's
+own SGD steps taken with φ' (stage (a) is discarded and redone). Here the student is trained by
+the recipe's optimizer (its schedule, weight decay and checkpoints apply) on φ, and φ' takes
+effect from the next round: the teacher's look-ahead unroll is plain SGD at ``inner_lr``, which
+equals the official scheme when the recipe's optimizer is SGD without momentum at that rate,
+up to the one-round delay. The official DLN mean also counts the target's all-zero row
+(a constant factor (C − 1)/C, dropped). The LSTM's Adam state is not part of resume checkpoints.
+
+After training, ``RUN/<student>/loss_teacher.safetensors`` holds the LSTM teacher and the DLN it
+started from; ``loss_teacher: PATH`` trains another student with it (teacher frozen unless
+``learn_teacher: true``), the DLN again starting from that initial network.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import PositiveFloat, PositiveInt
+from torch import nn
+
+from distill.data.bundle import Split
+from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoint
+from distill.errors import CheckpointError, DistillError
+from distill.files import atomic_write_json
+from distill.methods.base import Batch, EpochStart, Method, MethodSpec, Update
+from distill.methods.registry import METHODS, MethodContext
+from distill.teaching.dln import (
+    CoordinateLSTM,
+    DynamicLossNetwork,
+    dln_loss,
+    fit_to_pairwise_cross_entropy,
+    flatten,
+    unflatten,
+)
+from distill.teaching.unroll import Params, Unroll, detached, functional_student, hypergradient
+
+TEACHER_KIND = "l2t-dln-loss-teacher"
+#: (σ(z_y), σ(z_j)) pairs at which the plot reads the DLN's loss over training
+PROBES = {"right (.9 vs .1)": (0.9, 0.1), "tie (.5 vs .5)": (0.5, 0.5), "wrong (.1 vs .9)": (0.1, 0.9)}
+
+
+class L2TDLNSpec(MethodSpec):
+    """``l2t-dln``: K = ``unroll`` student steps per round, look-ahead SGD at ``inner_lr``
+    (default: the recipe's learning rate), DLN step ``dln_step``, teacher Adam at
+    ``teacher_lr``, validation batches of ``val_batch_size``; ``loss_teacher`` loads a saved
+    teacher (frozen unless ``learn_teacher``). ``dln_init``: ``pairwise-ce`` starts the DLN
+    fitted to the pairs' binary cross-entropy
+    (:func:`~distill.teaching.dln.fit_to_pairwise_cross_entropy`), ``random`` from the official
+    code's random weights."""
+
+    name: Literal["l2t-dln"] = "l2t-dln"
+    loss_teacher: Path | None = None
+    learn_teacher: bool | None = None
+    unroll: PositiveInt = 15
+    inner_lr: PositiveFloat | None = None
+    dln_step: PositiveFloat = 1e-3
+    teacher_lr: PositiveFloat = 1e-3
+    val_batch_size: PositiveInt = 100
+    width: PositiveInt = 40
+    dln_init: Literal["pairwise-ce", "random"] = "pairwise-ce"
+
+
+class DLNTeacher(nn.Module):
+    """What is saved and transferred: the LSTM teacher and the DLN it starts from."""
+
+    def __init__(self, width: int = 40) -> None:
+        super().__init__()
+        self.lstm = CoordinateLSTM()
+        self.initial_dln = DynamicLossNetwork(width)
+
+
+class DynamicLossNetworkTeaching(Method):
+    """Stages (a)–(c) of the module doc; the student's loss term is ``dln``."""
+
+    def __init__(
+        self, student: nn.Module, teacher: DLNTeacher, spec: L2TDLNSpec, context: MethodContext, learn: bool
+    ) -> None:
+        super().__init__(student)
+        assert context.budget is not None and context.data is not None and context.data.val is not None
+        self.teacher = teacher
+        self.dln = DynamicLossNetwork(spec.width)
+        self.dln.load_state_dict(teacher.initial_dln.state_dict())
+        self.dln.requires_grad_(False)
+        self.teacher.initial_dln.requires_grad_(False)
+        self.teacher.lstm.requires_grad_(learn)
+        self.spec = spec
+        self.learn = learn
+        self.inner_lr = spec.inner_lr or context.budget.lr
+        self.dev: Split = context.data.val
+        self.loaded = spec.loss_teacher is not None
+        self.generator = torch.Generator().manual_seed(context.seed + 104729)
+        self.optimizer = (
+            torch.optim.Adam(self.teacher.lstm.parameters(), lr=spec.teacher_lr) if learn else None
+        )
+        coordinates = sum(value.numel() for value in self.dln.parameters())
+        for index, (hidden, cell) in enumerate(self.teacher.lstm.initial_memory(coordinates)):
+            self.register_buffer(f"memory_hidden{index}", hidden)
+            self.register_buffer(f"memory_cell{index}", cell)
+        self.register_buffer("loss_history", torch.full((context.budget.epochs, len(PROBES) + 2), math.nan))
+        self._twin: nn.Module | None = None
+        self._round: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._start: Params = {}
+        self._val_losses: list[float] = []
+        self._steps: list[float] = []
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"": list(self.student.parameters())}
+
+    # ------------------------------------------------------------------ memory
+    def memory(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [
+            (getattr(self, f"memory_hidden{index}"), getattr(self, f"memory_cell{index}"))
+            for index in range(len(self.teacher.lstm.cells))
+        ]
+
+    def _remember(self, memory: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for index, (hidden, cell) in enumerate(memory):
+            getattr(self, f"memory_hidden{index}").copy_(hidden.detach())
+            getattr(self, f"memory_cell{index}").copy_(cell.detach())
+
+    # ------------------------------------------------------------------ stages
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if batch.mixing is not None:
+            raise DistillError(
+                "l2t-dln: the dynamic loss network needs hard labels; set train.augment.mixup_alpha: 0"
+            )
+        return {"dln": self.dln.loss(self.student(batch.inputs), batch.targets)}
+
+    def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:
+        if not self._round:
+            self._start = {name: value.detach().clone() for name, value in self.student.named_parameters()}
+        terms = update.forward(batch)  # (a): the student's step on the current DLN
+        update.minimize(terms["dln"])
+        self._round.append((batch.inputs.detach(), batch.targets.detach()))
+        if len(self._round) == self.spec.unroll:
+            self.teach()
+            self._round = []
+        return terms
+
+    def on_epoch_start(self, epoch: EpochStart) -> None:
+        self._round = []  # rounds do not straddle epochs, so a resumed run repeats none
+        if epoch.epoch < len(self.loss_history):
+            with torch.no_grad():
+                probes = torch.tensor([[y, j, 1.0, 0.0] for y, j in PROBES.values()], device=epoch.device)
+                values = self.dln(probes)
+            val_ce = sum(self._val_losses) / len(self._val_losses) if self._val_losses else math.nan
+            step = sum(self._steps) / len(self._steps) if self._steps else math.nan
+            summary = torch.tensor([val_ce, step], device=epoch.device)
+            self.loss_history[epoch.epoch] = torch.cat([values, summary])
+            self._val_losses, self._steps = [], []
+
+    def _validation_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.randperm(len(self.dev.targets), generator=self.generator)[: self.spec.val_batch_size]
+        return self.dev.inputs[rows].to(device), self.dev.targets[rows].to(device)
+
+    def teach(self) -> None:
+        """Stages (b) and (c) on the round's batches, from the weights before the round."""
+        if self._twin is None:
+            self._twin = functional_student(self.student)
+        device = self._round[0][0].device
+        unroll = Unroll(
+            self._twin,
+            lambda logits, targets, phi, _index: dln_loss(self.dln, phi, logits, targets),
+            self.inner_lr,
+        )
+        validation = self._validation_batch(device)
+
+        def validation_ce(logits: torch.Tensor, targets: torch.Tensor, _phi: Params) -> torch.Tensor:
+            return F.cross_entropy(logits, targets)
+
+        phi = {name: value.detach() for name, value in self.dln.named_parameters()}
+        looked = hypergradient(unroll, self._start, phi, self._round, validation_ce, validation)  # (b)
+        gradient = flatten(looked.theta_gradient)
+        with torch.set_grad_enabled(self.learn):
+            direction, memory = self.teacher.lstm(gradient, self.memory())
+            updated = flatten(phi) - self.spec.dln_step * direction
+        if self.learn and self.optimizer is not None:  # (c): the teacher learns from φ'
+            again = hypergradient(
+                unroll, self._start, detached(unflatten(updated, phi)), self._round, validation_ce, validation
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            updated.backward(flatten(again.theta_gradient))
+            self.optimizer.step()
+        self._steps.append(float((updated.detach() - flatten(phi)).abs().mean()))
+        self._val_losses.append(looked.objective)
+        with torch.no_grad():
+            for name, value in unflatten(updated.detach(), phi).items():
+                self.dln.get_parameter(name).copy_(value)
+        self._remember(memory)
+
+    # ------------------------------------------------------------------ reports
+    def finish(self, workspace: Path) -> dict[str, Any]:
+        from distill.report.teaching import plot_loss_parameters
+
+        names = [f"dln_loss_{name}" for name in PROBES] + ["val_ce_lookahead", "mean_dln_step"]
+        table = [
+            {
+                "epoch": epoch + 1,
+                **dict(zip(names, (_finite_or_none(float(value)) for value in row), strict=True)),
+            }
+            for epoch, row in enumerate(self.loss_history.cpu())
+            if not math.isnan(float(row[0]))
+        ]
+        atomic_write_json(workspace / "loss_parameters.json", table)
+        plot_loss_parameters(table, [], workspace / "loss_parameters.png", "l2t-dln")
+        if self.loaded and not self.learn:
+            return {"loss_teacher": str(self.spec.loss_teacher)}
+        path = workspace / "loss_teacher.safetensors"
+        save_checkpoint(
+            path,
+            self.teacher,
+            {
+                "kind": TEACHER_KIND,
+                "width": self.spec.width,
+                "trained_with": "l2t-dln",
+                "dln_step": self.spec.dln_step,
+            },
+        )
+        return {"loss_teacher": str(path)}
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def load_dln_teacher(path: Path, owner: str) -> DLNTeacher:
+    """A saved :class:`DLNTeacher`; another kind of file is refused with a message naming it."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{owner}.loss_teacher: file not found: {path}")
+    metadata = read_metadata(path)
+    if metadata.get("kind") != TEACHER_KIND:
+        raise CheckpointError(
+            f"{owner}.loss_teacher: {path} is not an l2t-dln loss teacher (its metadata says kind "
+            f"{metadata.get('kind')!r}; expected {TEACHER_KIND!r})"
+        )
+    teacher = DLNTeacher(int(metadata.get("width", 40)))
+    load_weights(path, teacher)
+    return teacher
+
+
+@METHODS.register_factory(
+    "l2t-dln", "learning to teach with a dynamic loss network and an LSTM teacher (Hai et al. 2023)"
+)
+def build_l2t_dln(spec: L2TDLNSpec, context: MethodContext) -> Method:
+    if context.data is None or context.data.val is None or len(context.data.val) == 0:
+        raise DistillError(
+            f"{context.owner}: l2t-dln teaches from a validation split; set data.val_fraction > 0"
+        )
+    if context.budget is None:
+        raise DistillError(f"{context.owner}: l2t-dln needs the student's training budget")
+    if spec.loss_teacher is not None:
+        teacher = load_dln_teacher(spec.loss_teacher, context.owner)
+        width = teacher.initial_dln.output.in_features
+        if width != spec.width:
+            raise DistillError(
+                f"{context.owner}.width: the loaded teacher's DLN is {width} wide, not {spec.width}"
+            )
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(context.seed + 15485863)
+            teacher = DLNTeacher(spec.width)
+        if spec.dln_init == "pairwise-ce":
+            fit_to_pairwise_cross_entropy(teacher.initial_dln, seed=context.seed)
+    learn = spec.learn_teacher if spec.learn_teacher is not None else spec.loss_teacher is None
+    method = DynamicLossNetworkTeaching(context.student, teacher, spec, context, learn)
+    return method.to(context.example_inputs.device)

@@ -1,0 +1,57 @@
+"""Plots of a learned loss: how a loss teacher's output changed over the student's training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from distill.files import atomic_file
+
+
+def plot_loss_parameters(
+    table: list[dict[str, float]], meta_rows: list[dict[str, Any]], path: Path, title: str
+) -> None:
+    """One PNG: the teacher's meta-training (dev measure per teacher update, if any), then
+    every series of ``table`` (rows keyed by ``epoch``) over the student's epochs, attention
+    weights (``attention_*``) apart from the loss's summary values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [key for key in (table[0] if table else {}) if key != "epoch"]
+    attention = [key for key in series if key.startswith("attention_")]
+    summary = [key for key in series if key not in attention]
+    panels = [
+        panel
+        for panel in ("meta", "attention", "summary")
+        if {"meta": meta_rows, "attention": attention, "summary": summary}[panel]
+    ]
+    figure, axes = plt.subplots(
+        1, max(1, len(panels)), figsize=(5.2 * max(1, len(panels)), 3.8), squeeze=False
+    )
+    epochs = [row["epoch"] for row in table]
+    for axis, panel in zip(axes[0], panels, strict=False):
+        if panel == "meta":
+            updates = list(range(1, len(meta_rows) + 1))
+            axis.plot(
+                updates, [row["dev_measure"] for row in meta_rows], label="dev measure (loss of the teacher)"
+            )
+            if "dev_accuracy" in meta_rows[0]:
+                axis.plot(updates, [row["dev_accuracy"] for row in meta_rows], label="dev accuracy")
+            axis.set(xlabel="teacher update", title=f"{title}: meta-training")
+        else:
+            for key in attention if panel == "attention" else summary:
+                values = [math.nan if row[key] is None else row[key] for row in table]
+                axis.plot(epochs, values, label=key)
+            axis.set(
+                xlabel="student epoch",
+                title="attention over loss parameters" if panel == "attention" else "the loss over training",
+            )
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_file(path) as handle:
+        figure.savefig(handle, format="png", dpi=100)
+    plt.close(figure)

@@ -1,0 +1,177 @@
+"""The pieces of L2T-DLN: a dynamic loss network and a coordinate-wise LSTM teacher.
+
+Hai, Pan, Liu, Liu & Yunita, "L2T-DLN: Learning to Teach with Dynamic Loss Network"
+(NeurIPS 2023, arXiv 2310.19313); official code ``1017137588qqcom/L2T-DLN`` (``DLN_LSTM.py``).
+
+**Dynamic loss network (DLN).** The student's loss is a small network over a one-vs-one view
+of its logits z: for each example with target y and each non-target class j one row
+
+    r_{i,j} = [σ(z_y), σ(z_j), 1, 0]                                            (DLN input)
+
+(the two scores after a sigmoid, then the pair's labels: the target scores 1, class j 0). An
+MLP 4 → 40 → 40 → 40 → 40 → 1 with LeakyReLU and no biases maps each row to a loss value; the
+student's loss is the mean over rows. The official code also feeds the target's own row as
+zeros, which the bias-free network maps to 0: its mean is ours times (C − 1)/C, a constant
+factor we drop.
+
+**Teacher.** A coordinate-wise LSTM in the learning-to-learn style (Andrychowicz et al., NeurIPS
+2016): every coordinate of the DLN's parameters φ is one batch row of the same LSTM (4 stacked
+cells, 2 → 64 → 64 → 64 → 1), so the teacher is shared across coordinates and keeps a memory
+(hidden and cell state) per coordinate. Its input is the gradient of the validation loss with
+respect to that coordinate, preprocessed as in Andrychowicz et al. Sec. 3.2 (p = 10):
+
+    g ↦ (log|g| / p, sign g)   if |g| ≥ e^{−p},      (−1, e^{p} · g)   otherwise,
+
+and the DLN is updated by its output: φ ← φ − β · LSTM(∇_φ L_val) with β = 10⁻³.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from distill.teaching.unroll import Params
+
+
+def one_vs_one_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The DLN's input: one row ``[σ(z_y), σ(z_j), 1, 0]`` per (example, non-target class j),
+    shape ``(B·(C − 1), 4)``, rows of one example consecutive, classes in increasing order."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits: expected (batch, classes), got shape {tuple(logits.shape)}")
+    batch, classes = logits.shape
+    scores = torch.sigmoid(logits)
+    target_score = scores.gather(1, targets.view(-1, 1))  # (B, 1)
+    others = torch.ones_like(scores, dtype=torch.bool).scatter(1, targets.view(-1, 1), False)
+    other_scores = scores[others].view(batch, classes - 1)  # row-major: classes in order
+    pair = torch.stack([target_score.expand(-1, classes - 1), other_scores], dim=2)
+    labels = torch.tensor([1.0, 0.0], dtype=logits.dtype, device=logits.device).expand(batch, classes - 1, 2)
+    return torch.cat([pair, labels], dim=2).reshape(-1, 4)
+
+
+class DynamicLossNetwork(nn.Module):
+    """The MLP 4 → 40 → 40 → 40 → 40 → 1 (LeakyReLU, no biases) scoring one-vs-one rows;
+    weights Kaiming-normal (fan-out) as in the official code."""
+
+    def __init__(self, width: int = 40, depth: int = 4) -> None:
+        super().__init__()
+        sizes = [4] + [width] * depth
+        self.hidden = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in itertools.pairwise(sizes))
+        self.output = nn.Linear(width, 1, bias=False)
+        for layer in [*self.hidden, self.output]:
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="leaky_relu")
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            rows = F.leaky_relu(layer(rows))
+        return self.output(rows).squeeze(-1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The student's loss: the mean DLN output over the one-vs-one rows."""
+        return self(one_vs_one_rows(logits, targets)).mean()
+
+
+def dln_loss(
+    network: DynamicLossNetwork, phi: Params, logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """:meth:`DynamicLossNetwork.loss` with the network's weights ``phi`` (for :mod:`torch.func`)."""
+    return functional_call(network, phi, (one_vs_one_rows(logits, targets),)).mean()
+
+
+def preprocess_gradient(gradient: torch.Tensor, p: float = 10.0) -> torch.Tensor:
+    """Andrychowicz et al. (2016) Sec. 3.2: ``(…, 2)`` features of a gradient of any shape —
+    ``(log|g|/p, sign g)`` where ``|g| ≥ e^{−p}``, else ``(−1, e^{p} g)``."""
+    large = gradient.abs() >= math.exp(-p)
+    magnitude = torch.where(
+        large, torch.log(gradient.abs().clamp_min(1e-38)) / p, torch.full_like(gradient, -1.0)
+    )
+    direction = torch.where(large, torch.sign(gradient), math.exp(p) * gradient)
+    return torch.stack([magnitude, direction], dim=-1)
+
+
+class CoordinateLSTM(nn.Module):
+    """The L2T-DLN teacher: four stacked LSTM cells (2 → 64 → 64 → 64 → 1) applied to every
+    coordinate of φ as a separate batch row; returns the per-coordinate update and the new
+    memory. The last cell's hidden state (in (−1, 1)) is the update direction."""
+
+    def __init__(self, hidden: int = 64, preprocess: float = 10.0) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.cells = nn.ModuleList(
+            [
+                nn.LSTMCell(2, hidden),
+                nn.LSTMCell(hidden, hidden),
+                nn.LSTMCell(hidden, hidden),
+                nn.LSTMCell(hidden, 1),
+            ]
+        )
+
+    def initial_memory(
+        self, coordinates: int, device: torch.device | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Zero hidden and cell states for ``coordinates`` rows."""
+        return [
+            (
+                torch.zeros(coordinates, cell.hidden_size, device=device),
+                torch.zeros(coordinates, cell.hidden_size, device=device),
+            )
+            for cell in self.cells
+        ]
+
+    def forward(
+        self, gradient: torch.Tensor, memory: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """``gradient``: the flat gradient (one entry per coordinate). Returns the flat update
+        and the next memory."""
+        inputs = preprocess_gradient(gradient.reshape(-1), self.preprocess)
+        following = []
+        for cell, state in zip(self.cells, memory, strict=True):
+            hidden, cell_state = cell(inputs, state)
+            following.append((hidden, cell_state))
+            inputs = hidden
+        return inputs.squeeze(-1), following
+
+
+def flatten(params: Params) -> torch.Tensor:
+    """One vector of every coordinate, in the dictionary's order."""
+    return torch.cat([value.reshape(-1) for value in params.values()])
+
+
+def unflatten(vector: torch.Tensor, like: Params) -> Params:
+    """The inverse of :func:`flatten` for tensors shaped as ``like``."""
+    result = {}
+    offset = 0
+    for name, value in like.items():
+        result[name] = vector[offset : offset + value.numel()].view_as(value)
+        offset += value.numel()
+    return result
+
+
+def pairwise_cross_entropy(rows: torch.Tensor) -> torch.Tensor:
+    """The binary cross-entropy of a one-vs-one row: ``−log σ(z_y) − log(1 − σ(z_j))``."""
+    return -torch.log(rows[:, 0].clamp_min(1e-6)) - torch.log((1 - rows[:, 1]).clamp_min(1e-6))
+
+
+def fit_to_pairwise_cross_entropy(network: DynamicLossNetwork, steps: int = 300, seed: int = 0) -> float:
+    """Start the DLN as a sensible loss: regress it onto :func:`pairwise_cross_entropy` over
+    uniformly drawn score pairs (Adam, seeded); returns the final mean squared error.
+
+    The official code starts from random Kaiming weights, a loss that may reward wrong answers
+    until the teacher has moved it; over its 2,500 rounds that start washes out, over the few
+    hundred rounds of a small budget it does not.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    error = torch.zeros(())
+    for _ in range(steps):
+        scores = torch.rand(256, 2, generator=generator) * 0.98 + 0.01
+        rows = torch.cat([scores, torch.tensor([1.0, 0.0]).expand(256, 2)], dim=1)
+        error = F.mse_loss(network(rows), pairwise_cross_entropy(rows))
+        optimizer.zero_grad(set_to_none=True)
+        error.backward()
+        optimizer.step()
+    return float(error.detach())
