@@ -167,3 +167,31 @@ def test_a_round_updates_the_loss_network_and_only_a_learning_teacher(learn):
     assert not torch.equal(memory_before, method.memory_hidden0)  # the teacher's memory moves on
     # the student's optimizer never sees the loss network or the teacher
     assert [id(p) for p in method.optimizer_groups()[""]] == [id(p) for p in method.student.parameters()]
+
+
+def test_an_interrupted_l2t_dlf_run_resumes_without_meta_training_again(taught, monkeypatch, capsys):
+    from distill.report import rundir
+
+    recipe = taught / "recipe.yaml"
+    out = taught / "resumed"
+    original = rundir.RunDirectory.append_metrics
+
+    def interrupt_after_dlf_epoch_1(self, record):
+        original(self, record)
+        if record["model"] == "dlf" and record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", interrupt_after_dlf_epoch_1)
+    assert main(["run", str(recipe), "--output-dir", str(out), "--quiet"]) == 130
+    teacher_file = out / "dlf" / "loss_teacher.safetensors"
+    saved = teacher_file.read_bytes()
+    meta_written = (out / "dlf" / "meta_history.json").stat().st_mtime_ns
+    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", original)
+    assert main(["run", str(recipe), "--output-dir", str(out), "--resume", "--quiet"]) == 0
+    assert teacher_file.read_bytes() == saved
+    assert (out / "dlf" / "meta_history.json").stat().st_mtime_ns == meta_written  # not meta-trained again
+    summary = json.loads((out / "summary.json").read_text())
+    reference = json.loads((taught / "run" / "summary.json").read_text())
+    accuracy = {row["name"]: row["test_accuracy"] for row in summary["results"]}
+    expected = {row["name"]: row["test_accuracy"] for row in reference["results"]}
+    assert accuracy["dlf"] == expected["dlf"]  # the student's state (progress, averages) resumed exactly

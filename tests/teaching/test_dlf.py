@@ -90,7 +90,15 @@ def test_meta_training_changes_the_teacher_and_lowers_the_dev_measure():
         return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 
     schedule = MetaSchedule(
-        episodes=2, episode_steps=40, unroll=20, lr=0.5, batch_size=32, teacher_lr=0.05, dev_every=5
+        episodes=2,
+        episode_steps=40,
+        unroll=20,
+        lr=0.5,
+        batch_size=32,
+        teacher_lr=0.05,
+        dev_every=5,
+        update="segment",
+        select_best=False,
     )
     history = meta_train(teacher, new_student, train, dev, schedule, torch.device("cpu"), seed=1)
     assert len(history.rows) == 4  # 2 episodes × 2 segments
@@ -103,3 +111,34 @@ def test_meta_training_changes_the_teacher_and_lowers_the_dev_measure():
     meta_train(again, new_student, train, dev, schedule, torch.device("cpu"), seed=1)
     for name, value in again.state_dict().items():  # seeded: the same teacher again
         torch.testing.assert_close(value, teacher.state_dict()[name])
+
+
+def test_episode_updates_hold_the_teacher_fixed_and_keep_the_best_episode():
+    train, dev = _toy_task()
+
+    def new_student(episode):
+        torch.manual_seed(episode)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    schedule = MetaSchedule(
+        episodes=3, episode_steps=40, unroll=20, lr=0.5, batch_size=32, teacher_lr=0.2, dev_every=5
+    )
+    seen = []
+    teacher = LossTeacher(3, matrices=2, seed=0)
+    snapshots = []
+
+    def on_update(row):  # θ is fixed within an episode: the same at both of its segments
+        seen.append(row["episode"])
+        snapshots.append(teacher.matrices.detach().clone())
+
+    history = meta_train(
+        teacher, new_student, train, dev, schedule, torch.device("cpu"), seed=1, on_update=on_update
+    )
+    assert seen == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    for first, second in zip(snapshots[::2], snapshots[1::2], strict=True):
+        torch.testing.assert_close(first, second)
+    assert not torch.equal(snapshots[0], snapshots[2])  # updated between episodes
+    accuracies = [row["dev_accuracy"] for row in history.episodes]
+    assert history.best_episode == accuracies.index(max(accuracies))
+    # the kept teacher is the one that trained the best episode's student
+    torch.testing.assert_close(teacher.matrices.detach(), snapshots[2 * history.best_episode])

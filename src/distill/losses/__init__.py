@@ -10,6 +10,8 @@ from distill.losses.kd import kd_loss, kd_loss_from_log_probs, kd_loss_top_k, so
 from distill.losses.mutual import mimicry_loss, mutual_learning_loss
 from distill.losses.slam import slam_loss, slam_mix
 from distill.registry import Registry
+from distill.teaching.dlf import dlf_loss
+from distill.teaching.dln import dln_loss
 
 LossFunction = Callable[..., torch.Tensor]
 
@@ -28,6 +30,11 @@ LOSSES.register("mutual", "deep mutual learning: CE + mean KL from the other pee
 LOSSES.register(
     "slam", "student-label mixing: CE of teacher labels vs the mixed student (Kontonis et al. 2023)"
 )(slam_loss)
+
+LOSSES.register("dlf", "L2T-DLF's bilinear loss family −σ(log(p)ᵀW e_y + b_y) (Wu et al. 2018)")(dlf_loss)
+LOSSES.register("dln", "L2T-DLN's dynamic loss network over one-vs-one score pairs (Hai et al. 2023)")(
+    dln_loss
+)
 
 #: The losses that compare a pair of tapped intermediate features.
 FEATURE_LOSS_NAMES = ("hint", "attention")

@@ -45,8 +45,10 @@ class L2TDLFSpec(MethodSpec):
     student on its dynamic loss.
 
     Meta-training: ``episodes`` fresh students of ``episode_steps`` plain-SGD steps (default:
-    the student's own budget) at ``inner_lr`` (default: the recipe's learning rate), the teacher
-    updated every ``unroll`` steps by Adam at ``teacher_lr``; ``matrices`` loss parameters to
+    the student's own budget) at ``inner_lr`` (default: the recipe's learning rate), reverse
+    mode through segments of ``unroll`` steps, the teacher updated by Adam at ``teacher_lr``
+    once per episode (``update: episode``) or per segment (``segment``), the best episode's
+    teacher kept (``select_best``); ``matrices`` loss parameters to
     attend over (``nonnegative``: ``W ≥ 0``, see :class:`LossTeacher`); ``sharpness`` the k of
     the smooth dev error.
     """
@@ -62,6 +64,8 @@ class L2TDLFSpec(MethodSpec):
     sharpness: PositiveFloat = 50.0
     init_noise: float = Field(default=0.0, ge=0.0)
     nonnegative: bool = True
+    update: Literal["episode", "segment"] = "episode"
+    select_best: bool = True
 
 
 def load_loss_teacher(path: Path, num_classes: int, owner: str) -> tuple[LossTeacher, dict[str, Any]]:
@@ -154,6 +158,10 @@ class DynamicLossDistillation(Method):
         self.meta_seconds = history.seconds
         workspace.mkdir(parents=True, exist_ok=True)
         atomic_write_json(workspace / "meta_history.json", history.rows)
+        atomic_write_json(
+            workspace / "meta_episodes.json",
+            {"episodes": history.episodes, "kept_episode": history.best_episode},
+        )
         save_checkpoint(
             path,
             self.loss_teacher,
@@ -166,7 +174,8 @@ class DynamicLossDistillation(Method):
                 "schedule": schedule.__dict__,
                 "data_fingerprint": self.data_fingerprint,
                 "meta_seconds": round(history.seconds, 3),
-                "final_dev_accuracy": history.rows[-1]["dev_accuracy"],
+                "kept_episode": history.best_episode,
+                "episode_dev_accuracy": [row["dev_accuracy"] for row in history.episodes],
             },
         )
 
@@ -181,6 +190,8 @@ class DynamicLossDistillation(Method):
             teacher_lr=spec.teacher_lr,
             dev_every=budget.steps_per_epoch,
             sharpness=spec.sharpness,
+            update=spec.update,
+            select_best=spec.select_best,
         )
 
     # ------------------------------------------------------------------ the student

@@ -20,7 +20,8 @@ the recipe's optimizer (its schedule, weight decay and checkpoints apply) on φ,
 effect from the next round: the teacher's look-ahead unroll is plain SGD at ``inner_lr``, which
 equals the official scheme when the recipe's optimizer is SGD without momentum at that rate,
 up to the one-round delay. The official DLN mean also counts the target's all-zero row
-(a constant factor (C − 1)/C, dropped). The LSTM's Adam state is not part of resume checkpoints.
+(a constant factor (C − 1)/C, dropped). A resumed run restores the DLN, the teacher and its
+memory, and draws the same validation batches; the LSTM's Adam moments restart.
 
 After training, ``RUN/<student>/loss_teacher.safetensors`` holds the LSTM teacher and the DLN it
 started from; ``loss_teacher: PATH`` trains another student with it (teacher frozen unless
@@ -108,7 +109,7 @@ class DynamicLossNetworkTeaching(Method):
         self.inner_lr = spec.inner_lr or context.budget.lr
         self.dev: Split = context.data.val
         self.loaded = spec.loss_teacher is not None
-        self.generator = torch.Generator().manual_seed(context.seed + 104729)
+        self.seed = context.seed
         self.optimizer = (
             torch.optim.Adam(self.teacher.lstm.parameters(), lr=spec.teacher_lr) if learn else None
         )
@@ -116,6 +117,7 @@ class DynamicLossNetworkTeaching(Method):
         for index, (hidden, cell) in enumerate(self.teacher.lstm.initial_memory(coordinates)):
             self.register_buffer(f"memory_hidden{index}", hidden)
             self.register_buffer(f"memory_cell{index}", cell)
+        self.register_buffer("rounds", torch.zeros((), dtype=torch.long))
         self.register_buffer("loss_history", torch.full((context.budget.epochs, len(PROBES) + 2), math.nan))
         self._twin: nn.Module | None = None
         self._round: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -170,7 +172,9 @@ class DynamicLossNetworkTeaching(Method):
             self._val_losses, self._steps = [], []
 
     def _validation_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.randperm(len(self.dev.targets), generator=self.generator)[: self.spec.val_batch_size]
+        # drawn from (seed, round): a resumed run draws the same batches
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.rounds))
+        rows = torch.randperm(len(self.dev.targets), generator=generator)[: self.spec.val_batch_size]
         return self.dev.inputs[rows].to(device), self.dev.targets[rows].to(device)
 
     def teach(self) -> None:
@@ -207,6 +211,7 @@ class DynamicLossNetworkTeaching(Method):
             for name, value in unflatten(updated.detach(), phi).items():
                 self.dln.get_parameter(name).copy_(value)
         self._remember(memory)
+        self.rounds += 1
 
     # ------------------------------------------------------------------ reports
     def finish(self, workspace: Path) -> dict[str, Any]:

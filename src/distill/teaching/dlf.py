@@ -34,8 +34,11 @@ raising ``p_y``.
 0 for a correct example and → 1 for a wrong one, through the student's plain-SGD steps in
 reverse mode (:mod:`distill.teaching.unroll`: stored weights and Hessian-vector products, as
 the demo's reverse loop). Episodes as in the paper: θ is held fixed while a fresh student
-trains, then updated; long episodes are cut into segments of ``unroll`` steps, θ updated after
-each (truncated reverse mode, which bounds memory). Where the demo and the paper differ we
+trains, then updated once from the episode's hypergradient; a long episode is differentiated in
+segments of ``unroll`` steps, each scored on the dev set at its end (truncated reverse mode,
+which bounds memory), and their hypergradients averaged. The teacher kept is the one whose
+student ended with the best dev accuracy, as the demo keeps its best meta-iteration. (The
+demo's scheme, an update after every segment, is ``update: segment``.) Where the demo and the paper differ we
 follow the paper: fresh students per episode (the demo restarts one pretrained student), a
 teacher that reads dev accuracy and progress (the demo reads step and batch error only), and a
 fresh student trained with the learned teacher at the end (the demo continues its own).
@@ -171,8 +174,14 @@ class StudentState:
 @dataclass(frozen=True)
 class MetaSchedule:
     """How the teacher is trained: ``episodes`` fresh students of ``episode_steps`` SGD steps
-    (``lr``, ``batch_size``), θ updated every ``unroll`` steps by Adam (``teacher_lr``);
-    dev accuracy measured every ``dev_every`` steps; dev measure sharpness ``sharpness``."""
+    (``lr``, ``batch_size``), reverse mode through segments of ``unroll`` steps; θ updated by
+    Adam (``teacher_lr``) once per episode from the segments' mean hypergradient (``update:
+    episode``, the paper's Algorithm 1: θ fixed while a student trains) or after every segment
+    (``update: segment``, the demo's many short meta-iterations); dev accuracy measured every
+    ``dev_every`` steps; dev measure sharpness ``sharpness``. ``select_best`` keeps the teacher
+    whose episode ended with the best dev accuracy (the demo's model selection) — in
+    ``episode`` mode exactly the θ that trained that student, in ``segment`` mode the θ at the
+    end of the episode."""
 
     episodes: int
     episode_steps: int
@@ -183,13 +192,18 @@ class MetaSchedule:
     dev_every: int
     sharpness: float = 50.0
     dev_rows: int = 2000
+    update: str = "episode"
+    select_best: bool = True
 
 
 @dataclass
 class MetaHistory:
-    """One row per teacher update: episode, step, dev measure, dev accuracy, inner loss, seconds."""
+    """One row per segment (episode, step, dev measure, dev accuracy, inner loss, seconds), one
+    per episode (its final dev accuracy), and the episode whose teacher was kept."""
 
     rows: list[dict[str, float]] = field(default_factory=list)
+    episodes: list[dict[str, float]] = field(default_factory=list)
+    best_episode: int = -1
     seconds: float = 0.0
 
 
@@ -211,6 +225,20 @@ def _accuracy(unroll: Unroll, params: Params, inputs: torch.Tensor, targets: tor
         return float((unroll.logits(params, inputs).argmax(dim=1) == targets).float().mean())
 
 
+def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def _teacher_step(
+    teacher: LossTeacher, optimizer: torch.optim.Optimizer, gradient: Params, segments: int
+) -> None:
+    """One Adam step of the teacher on the mean of ``segments`` accumulated hypergradients."""
+    optimizer.zero_grad(set_to_none=True)
+    for name, parameter in teacher.named_parameters():
+        parameter.grad = (gradient[name] / max(1, segments)).to(parameter.dtype)
+    optimizer.step()
+
+
 def meta_train(
     teacher: LossTeacher,
     new_student: Callable[[int], nn.Module],
@@ -230,6 +258,8 @@ def meta_train(
     dev_rows = torch.randperm(len(dev.targets), generator=generator)[: schedule.dev_rows]
     dev_inputs, dev_targets = dev.inputs[dev_rows].to(device), dev.targets[dev_rows].to(device)
     history = MetaHistory()
+    best_state: dict[str, torch.Tensor] | None = None
+    best_accuracy = -1.0
     started = time.perf_counter()
     for episode in range(schedule.episodes):
         model = new_student(episode)
@@ -251,6 +281,9 @@ def meta_train(
         def after(index: int, logits: torch.Tensor, targets: torch.Tensor, state=state) -> None:
             state.observe(logits, targets)
 
+        starting_teacher = _copy_state(teacher)
+        accumulated = {name: torch.zeros_like(value) for name, value in teacher.named_parameters()}
+        segments = 0
         for first in range(0, schedule.episode_steps, schedule.unroll):
             batches = [next(stream) for _ in range(min(schedule.unroll, schedule.episode_steps - first))]
             theta = {name: value.detach() for name, value in teacher.named_parameters()}
@@ -265,10 +298,12 @@ def meta_train(
                 (dev_inputs, dev_targets),
                 first,
             )
-            optimizer.zero_grad(set_to_none=True)
-            for name, parameter in teacher.named_parameters():
-                parameter.grad = result.theta_gradient[name].to(parameter.dtype)
-            optimizer.step()
+            segments += 1
+            for name in accumulated:
+                accumulated[name] += result.theta_gradient[name]
+            if schedule.update == "segment":
+                _teacher_step(teacher, optimizer, accumulated, 1)
+                accumulated = {name: torch.zeros_like(value) for name, value in accumulated.items()}
             params = detached(result.final_params)
             for index in list(states):  # a segment's states are no longer needed
                 del states[index]
@@ -283,5 +318,16 @@ def meta_train(
             history.rows.append(row)
             if on_update is not None:
                 on_update(row)
+        final_accuracy = history.rows[-1]["dev_accuracy"]
+        trained_by = starting_teacher if schedule.update == "episode" else _copy_state(teacher)
+        if schedule.update == "episode":
+            _teacher_step(teacher, optimizer, accumulated, segments)
+        history.episodes.append({"episode": float(episode), "dev_accuracy": final_accuracy})
+        if best_state is None or final_accuracy > best_accuracy:
+            best_state, best_accuracy, history.best_episode = trained_by, final_accuracy, episode
+    if schedule.select_best and best_state is not None:
+        teacher.load_state_dict(best_state)
+    else:
+        history.best_episode = -1
     history.seconds = time.perf_counter() - started
     return history
