@@ -92,3 +92,50 @@ def test_pairwise_start_makes_right_answers_cheaper():
     assert error < 0.1
     assert values[0] < values[1] < values[2]
     torch.testing.assert_close(values, pairwise_cross_entropy(probes), atol=0.4, rtol=0.1)
+
+
+def test_meta_training_teaches_the_lstm_and_is_seeded():
+    from torch import nn
+
+    from distill.data.bundle import Split
+    from distill.teaching.dln import DLNSchedule, meta_train
+
+    generator = torch.Generator().manual_seed(0)
+    centers = 0.6 * torch.randn(3, 6, generator=generator)
+    targets = torch.randint(0, 3, (200,), generator=generator)
+    inputs = centers[targets] + torch.randn(200, 6, generator=generator)
+    train, dev = Split(inputs[:150], targets[:150]), Split(inputs[150:], targets[150:])
+
+    def new_student(episode):
+        torch.manual_seed(episode)
+        return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    schedule = DLNSchedule(
+        episodes=2,
+        episode_steps=6,
+        unroll=3,
+        lr=0.5,
+        batch_size=16,
+        dln_step=1e-2,
+        teacher_lr=1e-2,
+        val_batch_size=20,
+    )
+
+    def run():
+        torch.manual_seed(5)
+        lstm, network = CoordinateLSTM(), DynamicLossNetwork(width=8, depth=2)
+        before = [value.clone() for value in lstm.parameters()]
+        start = [value.clone() for value in network.parameters()]
+        rows = meta_train(lstm, network, new_student, train, dev, schedule, torch.device("cpu"), seed=2)
+        assert any(not torch.equal(a, b) for a, b in zip(before, lstm.parameters(), strict=True))
+        for a, b in zip(start, network.parameters(), strict=True):  # the initial DLN is kept as it was
+            torch.testing.assert_close(a, b)
+        return rows, [value.detach() for value in lstm.parameters()]
+
+    rows, weights = run()
+    assert [row["episode"] for row in rows] == [0.0, 1.0]
+    assert all(0.0 <= row["dev_accuracy"] <= 1.0 and math.isfinite(row["validation_loss"]) for row in rows)
+    again_rows, again_weights = run()
+    assert [row["dev_accuracy"] for row in again_rows] == [row["dev_accuracy"] for row in rows]
+    for a, b in zip(weights, again_weights, strict=True):
+        torch.testing.assert_close(a, b)

@@ -33,6 +33,7 @@ from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoi
 from distill.errors import CheckpointError, DistillError
 from distill.files import atomic_write_json
 from distill.methods.base import Batch, EpochStart, Method, MethodSpec
+from distill.methods.loss_teachers import loss_teacher_metadata, require_validation_and_budget
 from distill.methods.registry import METHODS, Budget, MethodContext
 from distill.teaching.dlf import STATE_FEATURES, LossTeacher, MetaSchedule, dlf_loss, meta_train
 
@@ -71,14 +72,7 @@ class L2TDLFSpec(MethodSpec):
 def load_loss_teacher(path: Path, num_classes: int, owner: str) -> tuple[LossTeacher, dict[str, Any]]:
     """A saved :class:`LossTeacher` and its metadata; a file of another kind or class count is
     refused with a message naming it."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"{owner}.loss_teacher: file not found: {path}")
-    metadata = read_metadata(path)
-    if metadata.get("kind") != TEACHER_KIND:
-        raise CheckpointError(
-            f"{owner}.loss_teacher: {path} is not an l2t-dlf loss teacher (its metadata says kind "
-            f"{metadata.get('kind')!r}; expected {TEACHER_KIND!r})"
-        )
+    metadata = loss_teacher_metadata(path, TEACHER_KIND, "l2t-dlf", owner)
     if metadata.get("num_classes") != num_classes:
         raise CheckpointError(
             f"{owner}.loss_teacher: {path} writes losses for {metadata.get('num_classes')} classes; "
@@ -264,12 +258,7 @@ class DynamicLossDistillation(Method):
 
 @METHODS.register_factory("l2t-dlf", "learning to teach with dynamic loss functions (Wu et al. 2018)")
 def build_l2t_dlf(spec: L2TDLFSpec, context: MethodContext) -> Method:
-    if context.data is None or context.data.val is None or len(context.data.val) == 0:
-        raise DistillError(
-            f"{context.owner}: l2t-dlf trains its teacher on a validation split; set data.val_fraction > 0"
-        )
-    if context.budget is None:
-        raise DistillError(f"{context.owner}: l2t-dlf needs the student's training budget")
+    require_validation_and_budget(context, "l2t-dlf")
     metadata = None
     if spec.loss_teacher is not None:
         teacher, metadata = load_loss_teacher(spec.loss_teacher, context.num_classes, context.owner)

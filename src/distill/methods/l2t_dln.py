@@ -14,47 +14,58 @@ L2T-DLN (Hai et al., NeurIPS 2023); the network, the one-vs-one view and the LST
     Adam steps (``teacher_lr`` 10⁻³). The LSTM's memory is carried from round to round and cut
     from the graph after each (as the official code does).
 
-**Where this differs from the official code.** There the student's K steps are the unroll's
-own SGD steps taken with φ' (stage (a) is discarded and redone). Here the student is trained by
-the recipe's optimizer (its schedule, weight decay and checkpoints apply) on φ, and φ' takes
-effect from the next round: the teacher's look-ahead unroll is plain SGD at ``inner_lr``, which
-equals the official scheme when the recipe's optimizer is SGD without momentum at that rate,
-up to the one-round delay. The official DLN mean also counts the target's all-zero row
-(a constant factor (C − 1)/C, dropped). A resumed run restores the DLN, the teacher and its
-memory, and draws the same validation batches; the LSTM's Adam moments restart.
+**Meta-training, then the student.** As ``l2t-dlf`` does, the run first meta-trains the teacher
+(:func:`~distill.teaching.dln.meta_train`, in :meth:`prepare`): ``episodes`` fresh students, each
+trained over the student's budget by the official loop exactly — the student's weights after a
+round are the look-ahead unroll's with φ' — the DLN restarting from its initial network and the
+LSTM's memory from zero each episode, the LSTM's weights carried over. The official code runs one
+long episode (2,500 rounds on CIFAR); at the few hundred rounds of a small budget an untrained
+LSTM mostly random-walks the DLN, so the teacher needs this experience before it teaches.
 
-After training, ``RUN/<student>/loss_teacher.safetensors`` holds the LSTM teacher and the DLN it
-started from; ``loss_teacher: PATH`` trains another student with it (teacher frozen unless
+**Then, while the student trains** (the teacher still learning unless ``learn_teacher: false``),
+the student is trained by the recipe's optimizer (its schedule, weight decay and checkpoints
+apply) on φ, and φ' takes effect from the next round, where the official code redoes the
+round's steps with φ' by SGD: the look-ahead unroll is plain SGD at ``inner_lr``, which equals
+the official scheme when the recipe's optimizer is SGD without momentum at that rate, up to the
+one-round delay. The official DLN mean also counts the target's all-zero row (a constant factor
+(C − 1)/C, dropped). A resumed run restores the DLN, the teacher and its memory, and draws the
+same validation batches; the LSTM's Adam moments restart.
+
+``RUN/<student>/loss_teacher.safetensors`` holds the LSTM teacher and the DLN it starts from
+(saved after meta-training, and again after the student if the teacher kept learning); ``loss_teacher: PATH`` trains another student with it (teacher frozen unless
 ``learn_teacher: true``), the DLN again starting from that initial network.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from distill.data.bundle import Split
 from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoint
-from distill.errors import CheckpointError, DistillError
+from distill.errors import DistillError
 from distill.files import atomic_write_json
 from distill.methods.base import Batch, EpochStart, Method, MethodSpec, Update
+from distill.methods.loss_teachers import loss_teacher_metadata, require_validation_and_budget
 from distill.methods.registry import METHODS, MethodContext
 from distill.teaching.dln import (
     CoordinateLSTM,
+    DLNSchedule,
     DynamicLossNetwork,
     dln_loss,
     fit_to_pairwise_cross_entropy,
-    flatten,
-    unflatten,
+    meta_train,
+    teaching_round,
 )
-from distill.teaching.unroll import Params, Unroll, detached, functional_student, hypergradient
+from distill.teaching.unroll import Params, Unroll, functional_student
 
+LOG = logging.getLogger(__name__)
 TEACHER_KIND = "l2t-dln-loss-teacher"
 #: (σ(z_y), σ(z_j)) pairs at which the plot reads the DLN's loss over training
 PROBES = {"right (.9 vs .1)": (0.9, 0.1), "tie (.5 vs .5)": (0.5, 0.5), "wrong (.1 vs .9)": (0.1, 0.9)}
@@ -67,7 +78,8 @@ class L2TDLNSpec(MethodSpec):
     teacher (frozen unless ``learn_teacher``). ``dln_init``: ``pairwise-ce`` starts the DLN
     fitted to the pairs' binary cross-entropy
     (:func:`~distill.teaching.dln.fit_to_pairwise_cross_entropy`), ``random`` from the official
-    code's random weights."""
+    code's random weights. ``episodes`` meta-trains the teacher first on that many fresh
+    students over the student's budget (0: the teacher learns only alongside this student)."""
 
     name: Literal["l2t-dln"] = "l2t-dln"
     loss_teacher: Path | None = None
@@ -79,6 +91,7 @@ class L2TDLNSpec(MethodSpec):
     val_batch_size: PositiveInt = 100
     width: PositiveInt = 40
     dln_init: Literal["pairwise-ce", "random"] = "pairwise-ce"
+    episodes: int = Field(default=2, ge=0)
 
 
 class DLNTeacher(nn.Module):
@@ -110,6 +123,10 @@ class DynamicLossNetworkTeaching(Method):
         self.dev: Split = context.data.val
         self.loaded = spec.loss_teacher is not None
         self.seed = context.seed
+        self.budget = context.budget
+        self.train_split: Split = context.data.train
+        self.new_model = context.new_model
+        self.data_fingerprint = context.data.fingerprint
         self.optimizer = (
             torch.optim.Adam(self.teacher.lstm.parameters(), lr=spec.teacher_lr) if learn else None
         )
@@ -182,36 +199,84 @@ class DynamicLossNetworkTeaching(Method):
         if self._twin is None:
             self._twin = functional_student(self.student)
         device = self._round[0][0].device
-        unroll = Unroll(
-            self._twin,
-            lambda logits, targets, phi, _index: dln_loss(self.dln, phi, logits, targets),
-            self.inner_lr,
-        )
-        validation = self._validation_batch(device)
-
-        def validation_ce(logits: torch.Tensor, targets: torch.Tensor, _phi: Params) -> torch.Tensor:
-            return F.cross_entropy(logits, targets)
-
         phi = {name: value.detach() for name, value in self.dln.named_parameters()}
-        looked = hypergradient(unroll, self._start, phi, self._round, validation_ce, validation)  # (b)
-        gradient = flatten(looked.theta_gradient)
-        with torch.set_grad_enabled(self.learn):
-            direction, memory = self.teacher.lstm(gradient, self.memory())
-            updated = flatten(phi) - self.spec.dln_step * direction
-        if self.learn and self.optimizer is not None:  # (c): the teacher learns from φ'
-            again = hypergradient(
-                unroll, self._start, detached(unflatten(updated, phi)), self._round, validation_ce, validation
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            updated.backward(flatten(again.theta_gradient))
-            self.optimizer.step()
-        self._steps.append(float((updated.detach() - flatten(phi)).abs().mean()))
-        self._val_losses.append(looked.objective)
+        result = teaching_round(
+            Unroll(self._twin, self._twin_loss, self.inner_lr),
+            self.teacher.lstm,
+            self.optimizer,
+            self._start,
+            phi,
+            self.memory(),
+            self._round,
+            self._validation_batch(device),
+            self.spec.dln_step,
+        )
+        self._steps.append(result.step)
+        self._val_losses.append(result.validation_loss)
         with torch.no_grad():
-            for name, value in unflatten(updated.detach(), phi).items():
+            for name, value in result.phi.items():
                 self.dln.get_parameter(name).copy_(value)
-        self._remember(memory)
+        self._remember(result.memory)
         self.rounds += 1
+
+    def _twin_loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, phi: Params, _index: int
+    ) -> torch.Tensor:
+        return dln_loss(self.dln, phi, logits, targets)
+
+    # ------------------------------------------------------------------ meta-training
+    def prepare(self, workspace: Path) -> None:
+        if self.loaded or self.spec.episodes == 0 or int(self.rounds) > 0:
+            return  # a loaded teacher, none to meta-train, or a resumed run (its state is restored)
+        path = workspace / "loss_teacher.safetensors"
+        if path.is_file() and read_metadata(path).get("data_fingerprint") == self.data_fingerprint:
+            load_weights(path, self.teacher)  # meta-trained before an interruption
+            return
+        budget = self.budget
+        schedule = DLNSchedule(
+            episodes=self.spec.episodes,
+            episode_steps=budget.steps,
+            unroll=self.spec.unroll,
+            lr=self.inner_lr,
+            batch_size=budget.batch_size,
+            dln_step=self.spec.dln_step,
+            teacher_lr=self.spec.teacher_lr,
+            val_batch_size=self.spec.val_batch_size,
+        )
+        LOG.info(
+            "l2t-dln: meta-training the LSTM teacher — %d episodes × %d steps",
+            schedule.episodes,
+            budget.steps,
+        )
+        device = next(self.student.parameters()).device
+        self.teacher.lstm.requires_grad_(True)
+        rows = meta_train(
+            self.teacher.lstm,
+            self.teacher.initial_dln,
+            lambda episode: self.new_model(None, f"episode{episode}", self.seed + 7919 * (episode + 1)),
+            self.train_split,
+            self.dev,
+            schedule,
+            device,
+            seed=self.seed,
+        )
+        self.teacher.lstm.requires_grad_(self.learn)
+        workspace.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(workspace / "meta_history.json", rows)
+        self._save(path, {"meta_episodes": rows})
+
+    def _save(self, path: Path, extra: dict[str, Any]) -> None:
+        save_checkpoint(
+            path,
+            self.teacher,
+            {
+                "kind": TEACHER_KIND,
+                "width": self.spec.width,
+                "dln_step": self.spec.dln_step,
+                "data_fingerprint": self.data_fingerprint,
+                **extra,
+            },
+        )
 
     # ------------------------------------------------------------------ reports
     def finish(self, workspace: Path) -> dict[str, Any]:
@@ -250,14 +315,7 @@ def _finite_or_none(value: float) -> float | None:
 
 def load_dln_teacher(path: Path, owner: str) -> DLNTeacher:
     """A saved :class:`DLNTeacher`; another kind of file is refused with a message naming it."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"{owner}.loss_teacher: file not found: {path}")
-    metadata = read_metadata(path)
-    if metadata.get("kind") != TEACHER_KIND:
-        raise CheckpointError(
-            f"{owner}.loss_teacher: {path} is not an l2t-dln loss teacher (its metadata says kind "
-            f"{metadata.get('kind')!r}; expected {TEACHER_KIND!r})"
-        )
+    metadata = loss_teacher_metadata(path, TEACHER_KIND, "l2t-dln", owner)
     teacher = DLNTeacher(int(metadata.get("width", 40)))
     load_weights(path, teacher)
     return teacher
@@ -267,12 +325,7 @@ def load_dln_teacher(path: Path, owner: str) -> DLNTeacher:
     "l2t-dln", "learning to teach with a dynamic loss network and an LSTM teacher (Hai et al. 2023)"
 )
 def build_l2t_dln(spec: L2TDLNSpec, context: MethodContext) -> Method:
-    if context.data is None or context.data.val is None or len(context.data.val) == 0:
-        raise DistillError(
-            f"{context.owner}: l2t-dln teaches from a validation split; set data.val_fraction > 0"
-        )
-    if context.budget is None:
-        raise DistillError(f"{context.owner}: l2t-dln needs the student's training budget")
+    require_validation_and_budget(context, "l2t-dln")
     if spec.loss_teacher is not None:
         teacher = load_dln_teacher(spec.loss_teacher, context.owner)
         width = teacher.initial_dln.output.in_features

@@ -58,7 +58,14 @@ from torch import nn
 from torch.func import functional_call
 
 from distill.data.bundle import Split
-from distill.teaching.unroll import Params, Unroll, detached, functional_student, hypergradient_of
+from distill.teaching.unroll import (
+    Params,
+    Unroll,
+    detached,
+    functional_student,
+    hypergradient_of,
+    minibatches,
+)
 
 #: what :class:`StudentState` holds, in order
 STATE_FEATURES = ("bias", "progress", "train_accuracy", "train_loss", "dev_accuracy")
@@ -207,19 +214,6 @@ class MetaHistory:
     seconds: float = 0.0
 
 
-def _batches(split: Split, batch_size: int, steps: int, generator: torch.Generator, device: torch.device):
-    """``steps`` training batches, epoch after epoch of seeded permutations."""
-    order = torch.empty(0, dtype=torch.long)
-    position = 0
-    for _ in range(steps):
-        if position + batch_size > len(order):
-            order = torch.randperm(len(split.targets), generator=generator)
-            position = 0
-        rows = order[position : position + batch_size]
-        position += batch_size
-        yield split.inputs[rows].to(device), split.targets[rows].to(device)
-
-
 def _accuracy(unroll: Unroll, params: Params, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     with torch.no_grad():
         return float((unroll.logits(params, inputs).argmax(dim=1) == targets).float().mean())
@@ -271,7 +265,7 @@ def meta_train(
 
         unroll = Unroll(functional_student(model), loss, schedule.lr)
         params = {name: value.detach().clone() for name, value in model.named_parameters()}
-        stream = _batches(train, schedule.batch_size, schedule.episode_steps, generator, device)
+        stream = minibatches(train, schedule.batch_size, schedule.episode_steps, generator, device)
 
         def before(index: int, weights: Params, state=state, states=states, unroll=unroll) -> None:
             if index % schedule.dev_every == 0:

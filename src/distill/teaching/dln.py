@@ -27,15 +27,20 @@ and the DLN is updated by its output: φ ← φ − β · LSTM(∇_φ L_val) wit
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from distill.teaching.unroll import Params
+from distill.data.bundle import Split
+from distill.teaching.unroll import Params, Unroll, detached, functional_student, hypergradient, minibatches
 
 
 def one_vs_one_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -175,3 +180,148 @@ def fit_to_pairwise_cross_entropy(network: DynamicLossNetwork, steps: int = 300,
         error.backward()
         optimizer.step()
     return float(error.detach())
+
+
+Memory = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One teaching round: the DLN's new weights φ', the teacher's next memory, the student's
+    weights after the look-ahead unroll with φ' (``None`` when the teacher did not learn), the
+    look-ahead validation loss with φ, and the mean |φ' − φ|."""
+
+    phi: Params
+    memory: Memory
+    student_params: Params | None
+    validation_loss: float
+    step: float
+
+
+def teaching_round(
+    unroll: Unroll,
+    lstm: CoordinateLSTM,
+    optimizer: torch.optim.Optimizer | None,
+    params: Params,
+    phi: Params,
+    memory: Memory,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    dln_step: float,
+) -> RoundResult:
+    """Stages (b) and (c) of L2T-DLN from the student's weights ``params``.
+
+    (b) ``g = ∂ CE_val(w_K(φ)) / ∂φ`` through the K unrolled steps of ``unroll`` (whose loss is
+    the DLN with weights φ), ``φ' = φ − dln_step · LSTM(g)``; (c) with an ``optimizer`` over the
+    LSTM: unroll again with φ', differentiate the validation cross-entropy in φ' and back
+    through ``φ'(LSTM)`` into the LSTM's weights, and step.
+    """
+
+    def validation_ce(logits: torch.Tensor, targets: torch.Tensor, _phi: Params) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+    phi = detached(phi)
+    looked = hypergradient(unroll, params, phi, batches, validation_ce, validation)  # (b)
+    learn = optimizer is not None
+    with torch.set_grad_enabled(learn):
+        direction, following = lstm(flatten(looked.theta_gradient), memory)
+        updated = flatten(phi) - dln_step * direction
+    student_params = None
+    if optimizer is not None:  # (c)
+        again = hypergradient(
+            unroll, params, detached(unflatten(updated, phi)), batches, validation_ce, validation
+        )
+        optimizer.zero_grad(set_to_none=True)
+        updated.backward(flatten(again.theta_gradient))
+        optimizer.step()
+        student_params = again.final_params
+    updated = updated.detach()
+    return RoundResult(
+        unflatten(updated, phi),
+        [(hidden.detach(), cell.detach()) for hidden, cell in following],
+        student_params,
+        looked.objective,
+        float((updated - flatten(phi)).abs().mean()),
+    )
+
+
+def dln_unroll(model: nn.Module, network: DynamicLossNetwork, lr: float) -> Unroll:
+    """Plain SGD at ``lr`` on the DLN loss (weights passed as θ) for a functional copy of ``model``."""
+    return Unroll(
+        functional_student(model),
+        lambda logits, targets, phi, _i: dln_loss(network, phi, logits, targets),
+        lr,
+    )
+
+
+@dataclass(frozen=True)
+class DLNSchedule:
+    """Meta-training of the LSTM teacher: ``episodes`` fresh students, each trained for
+    ``episode_steps`` SGD steps (``lr``, ``batch_size``) in rounds of ``unroll`` steps, the DLN
+    restarting from the teacher's initial network each episode."""
+
+    episodes: int
+    episode_steps: int
+    unroll: int
+    lr: float
+    batch_size: int
+    dln_step: float
+    teacher_lr: float
+    val_batch_size: int
+
+
+def meta_train(
+    lstm: CoordinateLSTM,
+    initial_dln: DynamicLossNetwork,
+    new_student: Callable[[int], nn.Module],
+    train: Split,
+    dev: Split,
+    schedule: DLNSchedule,
+    device: torch.device,
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    """Train ``lstm`` in place by the official three-stage loop: the student's weights after
+    each round are the look-ahead unroll's with φ' (stage (a) as the official code runs it).
+    Returns one row per episode (final dev accuracy, mean validation loss, seconds)."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(lstm.parameters(), lr=schedule.teacher_lr)
+    network = copy.deepcopy(initial_dln).requires_grad_(False)
+    coordinates = sum(value.numel() for value in network.parameters())
+    rows = []
+    started = time.perf_counter()
+    for episode in range(schedule.episodes):
+        model = new_student(episode)
+        unroll = dln_unroll(model, network, schedule.lr)
+        params = {name: value.detach().clone() for name, value in model.named_parameters()}
+        phi = {name: value.detach().clone() for name, value in initial_dln.named_parameters()}
+        memory = lstm.initial_memory(coordinates, device)
+        losses = []
+        stream = minibatches(train, schedule.batch_size, schedule.episode_steps, generator, device)
+        for first in range(0, schedule.episode_steps, schedule.unroll):
+            batches = [next(stream) for _ in range(min(schedule.unroll, schedule.episode_steps - first))]
+            validation = _draw(dev, schedule.val_batch_size, generator, device)
+            result = teaching_round(
+                unroll, lstm, optimizer, params, phi, memory, batches, validation, schedule.dln_step
+            )
+            assert result.student_params is not None
+            params, phi, memory = detached(result.student_params), result.phi, result.memory
+            losses.append(result.validation_loss)
+        with torch.no_grad():
+            logits = unroll.logits(params, dev.inputs.to(device))
+            accuracy = float((logits.argmax(dim=1) == dev.targets.to(device)).float().mean())
+        rows.append(
+            {
+                "episode": float(episode),
+                "dev_accuracy": accuracy,
+                "validation_loss": sum(losses) / len(losses),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    return rows
+
+
+def _draw(
+    split: Split, size: int, generator: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.randint(0, len(split.targets), (min(size, len(split.targets)),), generator=generator)
+    return split.inputs[rows].to(device), split.targets[rows].to(device)

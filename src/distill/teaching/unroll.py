@@ -37,6 +37,20 @@ InnerLoss = Callable[[torch.Tensor, torch.Tensor, Params, int], torch.Tensor]
 Objective = Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]
 
 
+def minibatches(split, batch_size: int, steps: int, generator: torch.Generator, device: torch.device):
+    """``steps`` training batches ``(inputs, targets)`` of a :class:`~distill.data.bundle.Split`,
+    epoch after epoch of seeded permutations."""
+    order = torch.empty(0, dtype=torch.long)
+    position = 0
+    for _ in range(steps):
+        if position + batch_size > len(order):
+            order = torch.randperm(len(split.targets), generator=generator)
+            position = 0
+        rows = order[position : position + batch_size]
+        position += batch_size
+        yield split.inputs[rows].to(device), split.targets[rows].to(device)
+
+
 def functional_student(model: nn.Module) -> nn.Module:
     """A copy of ``model`` that :mod:`torch.func` can run on weight dictionaries.
 

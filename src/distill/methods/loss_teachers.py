@@ -1,0 +1,34 @@
+"""What the learning-to-teach methods share: their saved loss teachers and their preconditions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distill.engine.checkpoint import read_metadata
+from distill.errors import CheckpointError, DistillError
+from distill.methods.registry import MethodContext
+
+
+def loss_teacher_metadata(path: Path, kind: str, method: str, owner: str) -> dict[str, Any]:
+    """The metadata of the loss teacher saved at ``path``; a missing file or a file of another
+    kind is refused with a message naming the recipe field (``<owner>.loss_teacher``)."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{owner}.loss_teacher: file not found: {path}")
+    metadata = read_metadata(path)
+    if metadata.get("kind") != kind:
+        raise CheckpointError(
+            f"{owner}.loss_teacher: {path} is not an {method} loss teacher (its metadata says kind "
+            f"{metadata.get('kind')!r}; expected {kind!r})"
+        )
+    return metadata
+
+
+def require_validation_and_budget(context: MethodContext, method: str) -> None:
+    """Learned-loss teachers learn from a validation split and plan over the student's budget."""
+    if context.data is None or context.data.val is None or len(context.data.val) == 0:
+        raise DistillError(
+            f"{context.owner}: {method} teaches from a validation split; set data.val_fraction > 0"
+        )
+    if context.budget is None:
+        raise DistillError(f"{context.owner}: {method} needs the student's training budget")
