@@ -115,7 +115,9 @@ def test_a_loss_teacher_of_the_wrong_kind_is_refused(taught, write_recipe, capsy
 
 def _dln_method(learn):
     recipe = validate_recipe(
-        _recipe([_student("dln", {"name": "l2t-dln", "unroll": 2, "learn_teacher": learn})])
+        _recipe(
+            [_student("dln", {"name": "l2t-dln", "unroll": 2, "learn_teacher": learn, "dln_init": "random"})]
+        )
     )
     data = load_data(recipe.data)
     spec = recipe.students[0]

@@ -85,13 +85,27 @@ def test_teacher_is_shared_across_coordinates():
 
 def test_pairwise_start_makes_right_answers_cheaper():
     torch.manual_seed(0)
-    network = DynamicLossNetwork()
+    network = DynamicLossNetwork(normalize=False)
     error = fit_to_pairwise_cross_entropy(network, steps=300)
     probes = torch.tensor([[0.9, 0.1, 1.0, 0.0], [0.5, 0.5, 1.0, 0.0], [0.1, 0.9, 1.0, 0.0]])
     values = network(probes).detach()
     assert error < 0.1
     assert values[0] < values[1] < values[2]
     torch.testing.assert_close(values, pairwise_cross_entropy(probes), atol=0.4, rtol=0.1)
+
+
+def test_normalized_loss_has_a_fixed_scale_whatever_the_weights():
+    torch.manual_seed(0)
+    network = DynamicLossNetwork()
+    logits, targets = torch.randn(6, 5), torch.randint(0, 5, (6,))
+    before = network.loss(logits, targets)
+    raw_before = network.raw(one_vs_one_rows(logits, targets)).mean()
+    assert torch.isclose(network(network.grid).abs().mean(), torch.tensor(1.0))
+    with torch.no_grad():  # the bias-free network is homogeneous: scaling layers scales its output
+        network.output.weight.mul_(7.0)
+        network.hidden[0].weight.mul_(3.0)
+    torch.testing.assert_close(network.raw(one_vs_one_rows(logits, targets)).mean(), 21 * raw_before)
+    torch.testing.assert_close(network.loss(logits, targets), before)  # normalized: unchanged
 
 
 def test_meta_training_teaches_the_lstm_and_is_seeded():

@@ -32,12 +32,14 @@ one-round delay. The official DLN mean also counts the target's all-zero row (a 
 same validation batches; the LSTM's Adam moments restart.
 
 ``RUN/<student>/loss_teacher.safetensors`` holds the LSTM teacher and the DLN it starts from
-(saved after meta-training, and again after the student if the teacher kept learning); ``loss_teacher: PATH`` trains another student with it (teacher frozen unless
+(saved after meta-training, and again after the student if the teacher kept learning);
+``loss_teacher: PATH`` trains another student with it (teacher frozen unless
 ``learn_teacher: true``), the DLN again starting from that initial network.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -79,7 +81,9 @@ class L2TDLNSpec(MethodSpec):
     fitted to the pairs' binary cross-entropy
     (:func:`~distill.teaching.dln.fit_to_pairwise_cross_entropy`), ``random`` from the official
     code's random weights. ``episodes`` meta-trains the teacher first on that many fresh
-    students over the student's budget (0: the teacher learns only alongside this student)."""
+    students over the student's budget (0: the teacher learns only alongside this student).
+    ``normalize`` divides the DLN's output by its mean magnitude on a fixed grid so that the
+    teacher cannot change the loss's scale (see :class:`DynamicLossNetwork`; ``false``: official)."""
 
     name: Literal["l2t-dln"] = "l2t-dln"
     loss_teacher: Path | None = None
@@ -92,15 +96,16 @@ class L2TDLNSpec(MethodSpec):
     width: PositiveInt = 40
     dln_init: Literal["pairwise-ce", "random"] = "pairwise-ce"
     episodes: int = Field(default=2, ge=0)
+    normalize: bool = True
 
 
 class DLNTeacher(nn.Module):
     """What is saved and transferred: the LSTM teacher and the DLN it starts from."""
 
-    def __init__(self, width: int = 40) -> None:
+    def __init__(self, width: int = 40, normalize: bool = True) -> None:
         super().__init__()
         self.lstm = CoordinateLSTM()
-        self.initial_dln = DynamicLossNetwork(width)
+        self.initial_dln = DynamicLossNetwork(width, normalize=normalize)
 
 
 class DynamicLossNetworkTeaching(Method):
@@ -112,7 +117,7 @@ class DynamicLossNetworkTeaching(Method):
         super().__init__(student)
         assert context.budget is not None and context.data is not None and context.data.val is not None
         self.teacher = teacher
-        self.dln = DynamicLossNetwork(spec.width)
+        self.dln = DynamicLossNetwork(spec.width, normalize=teacher.initial_dln.normalize)
         self.dln.load_state_dict(teacher.initial_dln.state_dict())
         self.dln.requires_grad_(False)
         self.teacher.initial_dln.requires_grad_(False)
@@ -272,6 +277,7 @@ class DynamicLossNetworkTeaching(Method):
             {
                 "kind": TEACHER_KIND,
                 "width": self.spec.width,
+                "normalize": self.teacher.initial_dln.normalize,
                 "dln_step": self.spec.dln_step,
                 "data_fingerprint": self.data_fingerprint,
                 **extra,
@@ -309,6 +315,20 @@ class DynamicLossNetworkTeaching(Method):
         return {"loss_teacher": str(path)}
 
 
+_PAIRWISE_STARTS: dict[tuple[int, int, bool], dict[str, torch.Tensor]] = {}
+
+
+def _pairwise_start(width: int, seed: int, network: DynamicLossNetwork) -> dict[str, torch.Tensor]:
+    """The DLN fitted to the pairwise cross-entropy from ``network``'s (seeded) weights; fitted
+    once per process for a (width, seed, normalize), since a recipe builds each method twice."""
+    key = (width, seed, network.normalize)
+    if key not in _PAIRWISE_STARTS:
+        fitted = copy.deepcopy(network).cpu()
+        fit_to_pairwise_cross_entropy(fitted, seed=seed)
+        _PAIRWISE_STARTS[key] = {name: value.detach().clone() for name, value in fitted.state_dict().items()}
+    return _PAIRWISE_STARTS[key]
+
+
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -316,7 +336,7 @@ def _finite_or_none(value: float) -> float | None:
 def load_dln_teacher(path: Path, owner: str) -> DLNTeacher:
     """A saved :class:`DLNTeacher`; another kind of file is refused with a message naming it."""
     metadata = loss_teacher_metadata(path, TEACHER_KIND, "l2t-dln", owner)
-    teacher = DLNTeacher(int(metadata.get("width", 40)))
+    teacher = DLNTeacher(int(metadata.get("width", 40)), bool(metadata.get("normalize", True)))
     load_weights(path, teacher)
     return teacher
 
@@ -336,9 +356,11 @@ def build_l2t_dln(spec: L2TDLNSpec, context: MethodContext) -> Method:
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed + 15485863)
-            teacher = DLNTeacher(spec.width)
+            teacher = DLNTeacher(spec.width, spec.normalize)
         if spec.dln_init == "pairwise-ce":
-            fit_to_pairwise_cross_entropy(teacher.initial_dln, seed=context.seed)
+            teacher.initial_dln.load_state_dict(
+                _pairwise_start(spec.width, context.seed, teacher.initial_dln)
+            )
     learn = spec.learn_teacher if spec.learn_teacher is not None else spec.loss_teacher is None
     method = DynamicLossNetworkTeaching(context.student, teacher, spec, context, learn)
     return method.to(context.example_inputs.device)
