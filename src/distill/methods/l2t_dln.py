@@ -299,19 +299,12 @@ class DynamicLossNetworkTeaching(Method):
         ]
         atomic_write_json(workspace / "loss_parameters.json", table)
         plot_loss_parameters(table, [], workspace / "loss_parameters.png", "l2t-dln")
-        if self.loaded and not self.learn:
-            return {"loss_teacher": str(self.spec.loss_teacher)}
         path = workspace / "loss_teacher.safetensors"
-        save_checkpoint(
-            path,
-            self.teacher,
-            {
-                "kind": TEACHER_KIND,
-                "width": self.spec.width,
-                "trained_with": "l2t-dln",
-                "dln_step": self.spec.dln_step,
-            },
-        )
+        if not self.learn:  # a frozen teacher: the file it came from, if any
+            if self.loaded:
+                return {"loss_teacher": str(self.spec.loss_teacher)}
+            return {"loss_teacher": str(path)} if path.is_file() else {}
+        self._save(path, {"rounds_with_this_student": int(self.rounds)})  # as it ends, having kept learning
         return {"loss_teacher": str(path)}
 
 
