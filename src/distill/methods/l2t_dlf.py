@@ -33,7 +33,11 @@ from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoi
 from distill.errors import CheckpointError, DistillError
 from distill.files import atomic_write_json
 from distill.methods.base import Batch, EpochStart, Method, MethodSpec
-from distill.methods.loss_teachers import loss_teacher_metadata, require_validation_and_budget
+from distill.methods.loss_teachers import (
+    episode_students,
+    loss_teacher_metadata,
+    require_validation_and_budget,
+)
 from distill.methods.registry import METHODS, Budget, MethodContext
 from distill.teaching.dlf import STATE_FEATURES, LossTeacher, MetaSchedule, dlf_loss, meta_train
 
@@ -141,7 +145,7 @@ class DynamicLossDistillation(Method):
         self.loss_teacher.requires_grad_(True)
         history = meta_train(
             self.loss_teacher,
-            lambda episode: self.new_model(None, f"episode{episode}", self.seed + 7919 * (episode + 1)),
+            episode_students(self.new_model, self.seed),
             self.train_split,
             self.dev,
             schedule,

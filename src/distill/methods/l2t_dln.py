@@ -54,7 +54,11 @@ from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoi
 from distill.errors import DistillError
 from distill.files import atomic_write_json
 from distill.methods.base import Batch, EpochStart, Method, MethodSpec, Update
-from distill.methods.loss_teachers import loss_teacher_metadata, require_validation_and_budget
+from distill.methods.loss_teachers import (
+    episode_students,
+    loss_teacher_metadata,
+    require_validation_and_budget,
+)
 from distill.methods.registry import METHODS, MethodContext
 from distill.teaching.dln import (
     CoordinateLSTM,
@@ -258,7 +262,7 @@ class DynamicLossNetworkTeaching(Method):
         rows = meta_train(
             self.teacher.lstm,
             self.teacher.initial_dln,
-            lambda episode: self.new_model(None, f"episode{episode}", self.seed + 7919 * (episode + 1)),
+            episode_students(self.new_model, self.seed),
             self.train_split,
             self.dev,
             schedule,

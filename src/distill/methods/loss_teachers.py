@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from distill.engine.checkpoint import read_metadata
 from distill.errors import CheckpointError, DistillError
@@ -32,3 +35,11 @@ def require_validation_and_budget(context: MethodContext, method: str) -> None:
         )
     if context.budget is None:
         raise DistillError(f"{context.owner}: {method} needs the student's training budget")
+
+
+def episode_students(
+    new_model: Callable[[Any, str, int], nn.Module], seed: int
+) -> Callable[[int], nn.Module]:
+    """``episode -> a fresh student`` of the student's architecture for meta-training, each
+    episode from its own seed (none equal to the run's, which the real student uses)."""
+    return lambda episode: new_model(None, f"episode{episode}", seed + 7919 * (episode + 1))
