@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
@@ -39,7 +38,14 @@ from distill.methods.loss_teachers import (
     require_validation_and_budget,
 )
 from distill.methods.registry import METHODS, Budget, MethodContext
-from distill.teaching.dlf import STATE_FEATURES, LossTeacher, MetaSchedule, dlf_loss, meta_train
+from distill.teaching.dlf import (
+    STATE_FEATURES,
+    LossTeacher,
+    MetaSchedule,
+    StudentState,
+    dlf_loss,
+    meta_train,
+)
 
 LOG = logging.getLogger(__name__)
 TEACHER_KIND = "l2t-dlf-loss-teacher"
@@ -112,9 +118,7 @@ class DynamicLossDistillation(Method):
         self.data_fingerprint = context.data.fingerprint
         self.loaded_metadata = loaded_metadata
         self.meta_seconds = 0.0
-        # live state: train accuracy and loss (moving averages), dev accuracy, batches seen
-        self.register_buffer("state", torch.tensor([0.0, 1.0, 0.0, 0.0]))
-        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        self.student_state = StudentState(teacher.num_classes)  # buffers: resumed with the run
         # per epoch: attention weights, then mean diagonal / off-diagonal of W_t, mean b_t
         self.register_buffer(
             "loss_history", torch.full((self.budget.epochs, teacher.matrices.shape[0] + 3), math.nan)
@@ -195,9 +199,7 @@ class DynamicLossDistillation(Method):
     # ------------------------------------------------------------------ the student
     def state_vector(self) -> torch.Tensor:
         """``s_t`` as the teacher reads it (see :data:`~distill.teaching.dlf.STATE_FEATURES`)."""
-        progress = self.step_count.float() / max(1, self.budget.steps)
-        one = torch.ones((), device=self.state.device)
-        return torch.stack([one, progress, self.state[0], self.state[1], self.state[2]])
+        return self.student_state.vector(self.student_state.seen.float() / max(1, self.budget.steps))
 
     def on_epoch_start(self, epoch: EpochStart) -> None:
         was_training = self.student.training
@@ -208,7 +210,7 @@ class DynamicLossDistillation(Method):
                 (self.student(inputs[i : i + 1024]).argmax(dim=1) == targets[i : i + 1024]).sum()
                 for i in range(0, len(targets), 1024)
             )
-            self.state[2] = correct.float() / len(targets)
+            self.student_state.set_dev_accuracy(correct.float() / len(targets))
             state = self.state_vector()
             weights = self.loss_teacher.weights(state)
             matrix, bias = self.loss_teacher(state)
@@ -229,27 +231,19 @@ class DynamicLossDistillation(Method):
         with torch.no_grad():
             matrix, bias = self.loss_teacher(self.state_vector())
         loss = dlf_loss(logits, batch.targets, matrix, bias)
-        with torch.no_grad():  # the state's moving averages, kept on the device (no host sync)
-            detached = logits.detach()
-            accuracy = (detached.argmax(dim=1) == batch.targets).float().mean()
-            ce = F.cross_entropy(detached, batch.targets) / math.log(detached.shape[1])
-            decay = 0.9 if int(self.step_count) > 0 else 0.0
-            self.state[0] = decay * self.state[0] + (1 - decay) * accuracy
-            self.state[1] = decay * self.state[1] + (1 - decay) * ce
-            self.step_count += 1
+        self.student_state.observe(logits.detach(), batch.targets)
         return {"dlf": loss}
 
     def finish(self, workspace: Path) -> dict[str, Any]:
         from distill.report.teaching import plot_loss_parameters
 
-        rows = [
-            {"epoch": epoch + 1, "values": [float(value) for value in row]}
+        matrices = int(self.loss_teacher.matrices.shape[0])
+        names = [f"attention_{i}" for i in range(matrices)] + ["W_diagonal", "W_off_diagonal", "b_mean"]
+        table = [
+            {"epoch": epoch + 1, **dict(zip(names, (float(value) for value in row), strict=True))}
             for epoch, row in enumerate(self.loss_history.cpu())
             if not math.isnan(float(row[0]))
         ]
-        matrices = int(self.loss_teacher.matrices.shape[0])
-        names = [f"attention_{i}" for i in range(matrices)] + ["W_diagonal", "W_off_diagonal", "b_mean"]
-        table = [{"epoch": row["epoch"], **dict(zip(names, row["values"], strict=True))} for row in rows]
         atomic_write_json(workspace / "loss_parameters.json", table)
         meta_rows = []
         meta_path = workspace / "meta_history.json"

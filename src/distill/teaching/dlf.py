@@ -147,35 +147,57 @@ def teacher_loss(
     return dlf_loss(logits, targets, matrix, bias)
 
 
-@dataclass
-class StudentState:
-    """The state ``s_t`` the teacher reads, updated as the student trains.
+class StudentState(nn.Module):
+    """The state ``s_t`` the teacher reads, updated as the student trains; one implementation
+    for meta-training and for the student a learned teacher trains.
 
-    Train accuracy and loss are exponential moving averages of the training batches (``decay``),
-    the loss divided by ``log C`` (1 at chance); dev accuracy is the last measurement.
+    Train accuracy and loss are exponential moving averages of the training batches (``decay``;
+    the first batch sets them), the loss divided by ``log C`` (1 at chance); dev accuracy is the
+    last measurement; ``seen`` counts the batches observed. Held in buffers, on the student's
+    device: observing a batch needs no host sync, and a resume checkpoint restores the state.
     """
 
-    num_classes: int
-    decay: float = 0.9
-    train_accuracy: float = 0.0
-    train_loss: float = 1.0
-    dev_accuracy: float = 0.0
-    seen: int = 0
+    def __init__(self, num_classes: int, decay: float = 0.9) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.decay = decay
+        self.register_buffer("values", torch.tensor([0.0, 1.0, 0.0]))  # train acc, train loss, dev acc
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
 
+    @property
+    def train_accuracy(self) -> float:
+        return float(self.values[0])
+
+    @property
+    def train_loss(self) -> float:
+        return float(self.values[1])
+
+    @property
+    def dev_accuracy(self) -> float:
+        return float(self.values[2])
+
+    @torch.no_grad()
     def observe(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Fold one training batch's (detached) logits into the moving averages."""
-        accuracy = float((logits.argmax(dim=1) == targets).float().mean())
-        loss = float(F.cross_entropy(logits, targets)) / math.log(self.num_classes)
-        if self.seen == 0:
-            self.train_accuracy, self.train_loss = accuracy, loss
-        else:
-            self.train_accuracy = self.decay * self.train_accuracy + (1 - self.decay) * accuracy
-            self.train_loss = self.decay * self.train_loss + (1 - self.decay) * loss
+        """Fold one training batch's logits into the moving averages."""
+        accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        loss = F.cross_entropy(logits, targets) / math.log(self.num_classes)
+        decay = torch.where(self.seen > 0, self.decay, 0.0)
+        self.values[:2] = decay * self.values[:2] + (1 - decay) * torch.stack([accuracy, loss])
         self.seen += 1
 
-    def vector(self, progress: float, device: torch.device | None = None) -> torch.Tensor:
-        values = [1.0, progress, self.train_accuracy, self.train_loss, self.dev_accuracy]
-        return torch.tensor(values, dtype=torch.float32, device=device)
+    @torch.no_grad()
+    def set_dev_accuracy(self, accuracy: float | torch.Tensor) -> None:
+        self.values[2] = accuracy
+
+    def vector(self, progress: float | torch.Tensor) -> torch.Tensor:
+        """``s_t`` in the order of :data:`STATE_FEATURES`."""
+        head = torch.stack(
+            [
+                torch.ones((), device=self.values.device),
+                torch.as_tensor(progress, device=self.values.device).float(),
+            ]
+        )
+        return torch.cat([head, self.values])
 
 
 @dataclass(frozen=True)
@@ -258,7 +280,7 @@ def meta_train(
     for episode in range(schedule.episodes):
         model = new_student(episode)
         states: dict[int, torch.Tensor] = {}
-        state = StudentState(teacher.num_classes)
+        state = StudentState(teacher.num_classes).to(device)
 
         def loss(logits, targets, theta, index, states=states):
             return teacher_loss(teacher, theta, states[index], logits, targets)
@@ -269,8 +291,8 @@ def meta_train(
 
         def before(index: int, weights: Params, state=state, states=states, unroll=unroll) -> None:
             if index % schedule.dev_every == 0:
-                state.dev_accuracy = _accuracy(unroll, weights, dev_inputs, dev_targets)
-            states[index] = state.vector(index / schedule.episode_steps, device)
+                state.set_dev_accuracy(_accuracy(unroll, weights, dev_inputs, dev_targets))
+            states[index] = state.vector(index / schedule.episode_steps)
 
         def after(index: int, logits: torch.Tensor, targets: torch.Tensor, state=state) -> None:
             state.observe(logits, targets)
