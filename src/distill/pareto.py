@@ -23,7 +23,8 @@ from typing import Any
 from distill.compare import run_or_reuse
 from distill.config import Recipe, validate_recipe
 from distill.errors import RecipeError
-from distill.files import atomic_file, atomic_write_bytes, atomic_write_json
+from distill.files import atomic_write_bytes, atomic_write_json
+from distill.report.plots import save_figure
 from distill.report.seeds import read_summary
 from distill.runner import EpochCallback
 
@@ -256,7 +257,4 @@ def _plot(points: list[ParetoPoint], recipe: str, path: Path) -> None:
     axes[0].scatter([], [], facecolors="none", edgecolors="#c44e52", label="scratch")
     axes[0].legend()
     figure.suptitle(f"{recipe}: cheap students")
-    figure.tight_layout()
-    with atomic_file(path) as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)

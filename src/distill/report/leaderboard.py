@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.files import atomic_file, atomic_write_bytes, atomic_write_json
+from distill.files import atomic_write_bytes, atomic_write_json
+from distill.report.plots import save_figure
 from distill.report.seeds import read_summary
 
 
@@ -124,10 +125,7 @@ class Leaderboard:
         axis.set_xlim(max(0.0, low - 5), 100)
         axis.set(xlabel=f"test accuracy (%), mean ± std over {len(self.seeds)} seed(s)", title=self.recipe)
         axis.grid(axis="x", alpha=0.3)
-        figure.tight_layout()
-        with atomic_file(path) as handle:
-            figure.savefig(handle, format="png", dpi=110)
-        plt.close(figure)
+        save_figure(figure, path)
 
 
 def _spec_text(spec: dict[str, Any]) -> str:
@@ -234,7 +232,4 @@ class SweepBoard:
         axis.set(xlabel=self.key, ylabel="test accuracy (%)", title=self.boards[0].recipe)
         axis.grid(alpha=0.3)
         axis.legend()
-        figure.tight_layout()
-        with atomic_file(path) as handle:
-            figure.savefig(handle, format="png", dpi=110)
-        plt.close(figure)
+        save_figure(figure, path)

@@ -9,6 +9,16 @@ from typing import Any
 from distill.files import atomic_file
 
 
+def save_figure(figure: Any, path: Path, dpi: int = 110) -> None:
+    """Lay out ``figure``, write it to ``path`` as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    with atomic_file(path) as handle:
+        figure.savefig(handle, format="png", dpi=dpi)
+    plt.close(figure)
+
+
 def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
     """Validation/test accuracy and training loss per epoch for every model, as one PNG."""
     import matplotlib
@@ -33,7 +43,4 @@ def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) 
     accuracy_axis.legend()
     accuracy_axis.grid(alpha=0.3)
     loss_axis.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_file(path) as handle:
-        figure.savefig(handle, format="png", dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)

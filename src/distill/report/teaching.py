@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from distill.files import atomic_file
+from distill.report.plots import save_figure
 
 
 def plot_loss_parameters(
@@ -51,7 +51,4 @@ def plot_loss_parameters(
             )
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_file(path) as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
