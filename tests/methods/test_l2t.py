@@ -197,3 +197,16 @@ def test_an_interrupted_l2t_dlf_run_resumes_without_meta_training_again(taught, 
     accuracy = {row["name"]: row["test_accuracy"] for row in summary["results"]}
     expected = {row["name"]: row["test_accuracy"] for row in reference["results"]}
     assert accuracy["dlf"] == expected["dlf"]  # the student's state (progress, averages) resumed exactly
+
+
+@pytest.mark.parametrize(
+    "method",
+    [{"name": "l2t-dln", "episodes": 0, "unroll": 2}, {"name": "l2t-dlf", "episodes": 1, "unroll": 5}],
+)
+def test_a_learned_loss_refuses_mixed_labels(method, write_recipe, tmp_path, capsys):
+    recipe = _recipe([_student("taught", method)], name="mixed")
+    recipe["train"] = {**_BUDGET, "epochs": 1, "augment": {"mixup_alpha": 1.0}}
+    assert main(["run", str(write_recipe(recipe)), "--output-dir", str(tmp_path / "run"), "--quiet"]) != 0
+    assert f"{method['name']}: the learned loss needs hard labels; set train.augment.mixup_alpha: 0" in (
+        capsys.readouterr().err
+    )

@@ -29,10 +29,11 @@ from torch import nn
 
 from distill.data.bundle import Split
 from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoint
-from distill.errors import CheckpointError, DistillError
+from distill.errors import CheckpointError
 from distill.files import atomic_write_json
 from distill.methods.base import Batch, EpochStart, Method, MethodSpec
 from distill.methods.loss_teachers import (
+    LossTaughtMethod,
     episode_students,
     loss_teacher_metadata,
     require_validation_and_budget,
@@ -95,8 +96,10 @@ def load_loss_teacher(path: Path, num_classes: int, owner: str) -> tuple[LossTea
     return teacher, metadata
 
 
-class DynamicLossDistillation(Method):
+class DynamicLossDistillation(LossTaughtMethod):
     """The student minimizes ``l_{μ_θ(s_t)}`` (see module doc); the teacher is frozen here."""
+
+    method_name = "l2t-dlf"
 
     def __init__(
         self,
@@ -123,9 +126,6 @@ class DynamicLossDistillation(Method):
         self.register_buffer(
             "loss_history", torch.full((self.budget.epochs, teacher.matrices.shape[0] + 3), math.nan)
         )
-
-    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"": list(self.student.parameters())}
 
     # ------------------------------------------------------------------ the teacher
     def prepare(self, workspace: Path) -> None:
@@ -223,10 +223,7 @@ class DynamicLossDistillation(Method):
         self.student.train(was_training)
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        if batch.mixing is not None:
-            raise DistillError(
-                "l2t-dlf: the dynamic loss needs hard labels; set train.augment.mixup_alpha: 0"
-            )
+        self.hard_labels(batch)
         logits = self.student(batch.inputs)
         with torch.no_grad():
             matrix, bias = self.loss_teacher(self.state_vector())

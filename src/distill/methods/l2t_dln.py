@@ -55,6 +55,7 @@ from distill.errors import DistillError
 from distill.files import atomic_write_json
 from distill.methods.base import Batch, EpochStart, Method, MethodSpec, Update
 from distill.methods.loss_teachers import (
+    LossTaughtMethod,
     episode_students,
     loss_teacher_metadata,
     require_validation_and_budget,
@@ -112,8 +113,10 @@ class DLNTeacher(nn.Module):
         self.initial_dln = DynamicLossNetwork(width, normalize=normalize)
 
 
-class DynamicLossNetworkTeaching(Method):
+class DynamicLossNetworkTeaching(LossTaughtMethod):
     """Stages (a)–(c) of the module doc; the student's loss term is ``dln``."""
+
+    method_name = "l2t-dln"
 
     def __init__(
         self, student: nn.Module, teacher: DLNTeacher, spec: L2TDLNSpec, context: MethodContext, learn: bool
@@ -151,9 +154,6 @@ class DynamicLossNetworkTeaching(Method):
         self._val_losses: list[float] = []
         self._steps: list[float] = []
 
-    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"": list(self.student.parameters())}
-
     # ------------------------------------------------------------------ memory
     def memory(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [
@@ -168,10 +168,7 @@ class DynamicLossNetworkTeaching(Method):
 
     # ------------------------------------------------------------------ stages
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        if batch.mixing is not None:
-            raise DistillError(
-                "l2t-dln: the dynamic loss network needs hard labels; set train.augment.mixup_alpha: 0"
-            )
+        self.hard_labels(batch)
         return {"dln": self.dln.loss(self.student(batch.inputs), batch.targets)}
 
     def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:

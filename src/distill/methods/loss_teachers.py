@@ -10,6 +10,7 @@ from torch import nn
 
 from distill.engine.checkpoint import read_metadata
 from distill.errors import CheckpointError, DistillError
+from distill.methods.base import Batch, Method
 from distill.methods.registry import MethodContext
 
 
@@ -43,3 +44,21 @@ def episode_students(
     """``episode -> a fresh student`` of the student's architecture for meta-training, each
     episode from its own seed (none equal to the run's, which the real student uses)."""
     return lambda episode: new_model(None, f"episode{episode}", seed + 7919 * (episode + 1))
+
+
+class LossTaughtMethod(Method):
+    """A student trained on the loss a teacher writes. Only the student is optimized by the
+    trainer (the loss teacher, and whatever it adjusts, learn by their own rules), and the
+    learned losses are defined on hard labels."""
+
+    method_name = "learned-loss"
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"": list(self.student.parameters())}
+
+    def hard_labels(self, batch: Batch) -> None:
+        """Refuse a mixed (mixup) batch, with the recipe field to change."""
+        if batch.mixing is not None:
+            raise DistillError(
+                f"{self.method_name}: the learned loss needs hard labels; set train.augment.mixup_alpha: 0"
+            )
