@@ -22,12 +22,14 @@ the reverse step. Nothing is differentiated by hand and no module is modified in
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, replace_all_batch_norm_modules_, vjp
+
+from distill.data.bundle import Split
 
 Params = dict[str, torch.Tensor]
 
@@ -37,7 +39,9 @@ InnerLoss = Callable[[torch.Tensor, torch.Tensor, Params, int], torch.Tensor]
 Objective = Callable[[torch.Tensor, torch.Tensor, Params], torch.Tensor]
 
 
-def minibatches(split, batch_size: int, steps: int, generator: torch.Generator, device: torch.device):
+def minibatches(
+    split: Split, batch_size: int, steps: int, generator: torch.Generator, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``steps`` training batches ``(inputs, targets)`` of a :class:`~distill.data.bundle.Split`,
     epoch after epoch of seeded permutations."""
     order = torch.empty(0, dtype=torch.long)
