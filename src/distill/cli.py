@@ -7,6 +7,7 @@ with exit status 2 and no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -106,6 +107,59 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeat the comparison for each value of a recipe field (e.g. data.pools.labeled=250,500,1000)",
     )
 
+    search = commands.add_parser(
+        "search",
+        parents=[plugins],
+        help="KD-Zero: evolve a distiller for the recipe's teacher–student pair (proxy runs in parallel)",
+    )
+    search.add_argument("recipe", nargs="?", default=None, help="a recipe (default: quickstart)")
+    search.add_argument("--generations", type=int, default=4, help="generations (default: 4)")
+    search.add_argument("--population", type=int, default=8, help="candidates per generation (default: 8)")
+    search.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no generation after this many seconds",
+    )
+    search.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local worker processes (default) or a Ray cluster",
+    )
+    search.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="parallel candidates (local processes or Ray CPUs; 0 = in this process)",
+    )
+    search.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local one)"
+    )
+    search.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds per candidate before it is killed"
+    )
+    search.add_argument(
+        "--proxy-epochs",
+        type=int,
+        default=None,
+        help="epochs of a proxy run (default: a tenth of the student's, at least 2)",
+    )
+    search.add_argument("--proxy-fraction", type=float, default=0.5, help="share of the training split (0.5)")
+    search.add_argument(
+        "--output-dir", type=Path, default=None, help="where the search goes (default: runs/NAME-search)"
+    )
+    search.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe field",
+    )
+    search.add_argument("--quiet", action="store_true", help="print only the result")
+
     commands.add_parser(
         "list", parents=[plugins], help="list datasets, models, methods, losses and built-in recipes"
     )
@@ -182,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pareto":
             import_plugins(args.plugins)
             return command_pareto(args, console)
+        if args.command == "search":
+            import_plugins(args.plugins)
+            return command_search(args, console)
         if args.command == "list":
             import_plugins(args.plugins)
             return command_list(console)
@@ -305,6 +362,72 @@ def command_compare(args: argparse.Namespace, console: Console) -> int:
         leaderboard = run_comparison(comparison, progress.epoch_end, progress.model_start, seed_start)
     console.print(leaderboard.markdown(), highlight=False, markup=False)
     console.print(f"leaderboard: {output_dir}/leaderboard.md, .json, .png", highlight=False)
+    return 0
+
+
+def command_search(args: argparse.Namespace, console: Console) -> int:
+    from pydantic import ValidationError
+
+    from distill.config import load_recipe
+    from distill.search.engine import DistillerSearch, GenerationReport, SearchSettings
+
+    recipe, path = load_recipe(args.recipe, args.overrides)
+    try:
+        settings = SearchSettings(
+            generations=args.generations,
+            population=args.population,
+            budget=args.budget,
+            backend=args.backend,
+            workers=args.workers,
+            address=args.address,
+            timeout=args.timeout,
+            proxy_epochs=args.proxy_epochs,
+            proxy_fraction=args.proxy_fraction,
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise DistillError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    output_dir = args.output_dir or Path("runs") / f"{recipe.name}-search"
+    if not args.quiet:
+        console.print(
+            f"searching distillers for [bold]{recipe.name}[/] from {path}: {settings.generations} "
+            f"generations × {settings.population}, backend {settings.backend} → {output_dir}",
+            highlight=False,
+        )
+
+    def report(generation: GenerationReport) -> None:
+        if args.quiet:
+            return
+        best = "—" if generation.best is None else f"{generation.best:.2f}"
+        median = "—" if generation.median is None else f"{generation.median:.2f}"
+        console.print(
+            f"generation {generation.generation + 1}/{generation.generations}: best {best}, median {median} "
+            f"(val %), {generation.trained} trained, {generation.rejected} rejected, "
+            f"{generation.per_minute:.1f} candidates/min",
+            highlight=False,
+        )
+
+    with (
+        console.status("training the teacher and scoring the references…", spinner="dots")
+        if (console.is_terminal and not args.quiet)
+        else contextlib.nullcontext()
+    ):
+        summary = DistillerSearch(recipe, settings, output_dir, report).run()
+    best = summary["best"]
+    references = ", ".join(
+        f"{name} {value['fitness']:.2f}"
+        for name, value in summary["references"].items()
+        if value["fitness"] is not None
+    )
+    console.print(
+        f"best distiller (proxy val {best['fitness']:.2f}%; references: {references}):\n  {best['formula']}\n"
+        f"{summary['candidates']} candidates, {summary['trained']} trained, {summary['rejected_share']:.0%} "
+        f"rejected, {summary['wall_seconds']:.0f} s\n"
+        f"train it: distill run {output_dir}/best_recipe.yaml  "
+        f"(log: {output_dir}/log.jsonl, plot: fitness.png)",
+        highlight=False,
+        markup=False,
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ from distill.losses.kd import kd_loss, kd_loss_from_log_probs, kd_loss_top_k, so
 from distill.losses.mutual import mimicry_loss, mutual_learning_loss
 from distill.losses.slam import slam_loss, slam_mix
 from distill.registry import Registry
+from distill.search.grammar import distiller_loss
 from distill.teaching.dlf import dlf_loss
 from distill.teaching.dln import dln_loss
 
@@ -35,6 +36,10 @@ LOSSES.register("dlf", "L2T-DLF's bilinear loss family −σ(log(p)ᵀW e_y + b_
 LOSSES.register("dln", "L2T-DLN's dynamic loss network over one-vs-one score pairs (Hai et al. 2023)")(
     dln_loss
 )
+
+LOSSES.register(
+    "distiller", "a KD-Zero distiller: Σ w·d(T(student), T(teacher)) over knowledge inputs (Li et al. 2023)"
+)(distiller_loss)
 
 #: The losses that compare a pair of tapped intermediate features.
 FEATURE_LOSS_NAMES = ("hint", "attention")

@@ -1,6 +1,7 @@
 """Training methods: each defines one step that turns a batch into named loss terms."""
 
 from distill.methods import (  # noqa: F401  (registration side effects)
+    distiller,
     dml,
     kd,
     l2t_dlf,

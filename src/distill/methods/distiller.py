@@ -1,0 +1,217 @@
+"""A student trained with a distiller from the KD-Zero grammar (e.g. one found by ``distill search``).
+
+Loss (Li et al., KD-Zero, NeurIPS 2023: cross-entropy plus the searched distiller)::
+
+    L = ce_weight · CE(y, z_s) + Σ_k w_k · d_k(T_k(K_s), T_k(K_t))
+
+with the terms of :class:`~distill.search.grammar.Distiller`. Knowledge inputs are the logits
+(``logits``) and the feature pairs listed under ``features``; where a student feature's shape
+differs from its teacher feature's, a learned projection maps it onto the teacher's shape (a
+1×1 convolution when only channels differ, else a linear map of the flattened feature),
+trained with the student. The teacher side is always detached: gradients reach the student
+(and its projections) only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from distill.errors import DistillError
+from distill.losses import HintRegressor
+from distill.methods.base import Batch, EpochStart, FrozenTeacher, Method, MethodSpec, TeacherOutput
+from distill.methods.registry import METHODS, MethodContext
+from distill.methods.scratch import classification_loss
+from distill.models.taps import FeatureTaps
+from distill.schema import Section
+from distill.search.grammar import Distiller, Shape, Term
+
+_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
+
+
+class FeatureKnowledgeSpec(Section):
+    """A feature pair a distiller may use: student and teacher module names, and its name in
+    the terms' ``knowledge`` field."""
+
+    name: str = Field(pattern=_NAME)
+    student: str
+    teacher: str
+
+
+class TermSpec(Section):
+    """One term ``weight · distance(T(K_s), T(K_t))``; ``transforms`` in order of application,
+    e.g. ``[softmax:4]`` or ``[spatial_attention, l2_norm]``."""
+
+    knowledge: str = "logits"
+    transforms: list[str] = Field(default_factory=list)
+    distance: str
+    weight: float = Field(default=1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _known_operations(self) -> TermSpec:
+        try:
+            self.term()
+        except DistillError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    def term(self) -> Term:
+        return Term.from_dict(self.model_dump())
+
+
+class DistillerSpec(MethodSpec):
+    """``distiller``: cross-entropy plus a KD-Zero distiller (a sum of terms)."""
+
+    name: Literal["distiller"] = "distiller"
+    terms: list[TermSpec] = Field(min_length=1)
+    ce_weight: float = Field(default=1.0, ge=0.0)
+    features: list[FeatureKnowledgeSpec] = Field(default_factory=list)
+
+    uses_teacher: ClassVar[bool] = True
+
+    @field_validator("features")
+    @classmethod
+    def _unique_feature_names(cls, features: list[FeatureKnowledgeSpec]) -> list[FeatureKnowledgeSpec]:
+        names = [feature.name for feature in features]
+        if "logits" in names or len(set(names)) != len(names):
+            raise ValueError(f"feature names must be unique and not 'logits', got {names}")
+        return features
+
+    @model_validator(mode="after")
+    def _knowledge_exists(self) -> DistillerSpec:
+        known = {"logits", *(feature.name for feature in self.features)}
+        for index, term in enumerate(self.terms):
+            if term.knowledge not in known:
+                raise ValueError(
+                    f"terms[{index}].knowledge: '{term.knowledge}' is not 'logits' or a name under "
+                    f"'features' ({', '.join(sorted(known))})"
+                )
+        return self
+
+    def distiller(self) -> Distiller:
+        return Distiller(tuple(term.term() for term in self.terms))
+
+
+TeacherSource = Callable[[torch.Tensor, Batch | None], TeacherOutput]
+
+
+def feature_projection(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module | None:
+    """What maps a student feature onto its teacher feature's shape: nothing when they agree,
+    a 1×1 convolution (FitNet's regressor) when only the channels differ, else a linear map of
+    the flattened feature reshaped to the teacher's."""
+    if tuple(student_shape[1:]) == tuple(teacher_shape[1:]):
+        return None
+    if len(student_shape) == len(teacher_shape) and tuple(student_shape[2:]) == tuple(teacher_shape[2:]):
+        return HintRegressor(student_shape, teacher_shape)
+    return _FlatProjection(student_shape, teacher_shape)
+
+
+class _FlatProjection(nn.Module):
+    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size) -> None:
+        super().__init__()
+        self.shape = tuple(teacher_shape[1:])
+        self.linear = nn.Linear(
+            int(torch.Size(student_shape[1:]).numel()), int(torch.Size(self.shape).numel())
+        )
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.linear(feature.reshape(feature.shape[0], -1)).reshape(feature.shape[0], *self.shape)
+
+
+class DistillerMethod(Method):
+    """Student trained on ``ce_weight · CE`` plus a :class:`~distill.search.grammar.Distiller`.
+
+    ``teacher`` answers ``(inputs, batch)`` with logits and the tapped teacher features (a
+    :class:`FrozenTeacher`, or the search's table of precomputed outputs); it must have a
+    ``prepare(epoch)`` method. Shapes are checked on ``example_inputs`` before training.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: FrozenTeacher | object,
+        distiller: Distiller,
+        ce_weight: float,
+        features: list[FeatureKnowledgeSpec],
+        example_inputs: torch.Tensor,
+        owner: str = "method",
+    ) -> None:
+        super().__init__(student)
+        self.teacher = teacher
+        self.distiller = distiller
+        self.ce_weight = ce_weight
+        self.features = list(features)
+        self.student_taps = FeatureTaps(
+            student, [pair.student for pair in self.features], owner=f"{owner}.features (student)"
+        )
+        self.projections = nn.ModuleDict()
+        shapes = self._knowledge_shapes(example_inputs)
+        try:
+            distiller.check(shapes)
+        except DistillError as error:
+            raise DistillError(f"{owner}.{error}") from None
+
+    def _knowledge_shapes(self, example_inputs: torch.Tensor) -> dict[str, Shape]:
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            logits = self.student(example_inputs)
+        student_features = dict(self.student_taps.features)
+        self.student.train(was_training)
+        teacher = self.teacher(example_inputs, None)  # type: ignore[operator]
+        shapes: dict[str, Shape] = {"logits": tuple(logits.shape)}
+        for pair in self.features:
+            teacher_shape = teacher.features[pair.teacher].shape
+            projection = feature_projection(student_features[pair.student].shape, teacher_shape)
+            if projection is not None:
+                self.projections[pair.name] = projection
+            shapes[pair.name] = tuple(teacher_shape)
+        return shapes
+
+    def on_epoch_start(self, epoch: EpochStart) -> None:
+        self.teacher.prepare(epoch)  # type: ignore[attr-defined]
+
+    def knowledge(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Student and teacher knowledge tensors by name for ``batch`` (the student's forward)."""
+        teacher = self.teacher(batch.inputs, batch)  # type: ignore[operator]
+        assert teacher.logits is not None, "a distiller needs the teacher's logits"
+        student: dict[str, torch.Tensor] = {"logits": self.student(batch.inputs)}
+        teacher_knowledge = {"logits": teacher.logits}
+        for pair in self.features:
+            feature = self.student_taps.features[pair.student]
+            if pair.name in self.projections:
+                feature = self.projections[pair.name](feature)
+            student[pair.name] = feature
+            teacher_knowledge[pair.name] = teacher.features[pair.teacher]
+        return student, teacher_knowledge
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        student, teacher = self.knowledge(batch)
+        terms: dict[str, torch.Tensor] = {}
+        if self.ce_weight:
+            terms["ce"] = self.ce_weight * classification_loss(student["logits"], batch)
+        for index, loss in enumerate(self.distiller.losses(student, teacher)):
+            terms[f"d{index}:{self.distiller.terms[index].distance}"] = loss
+        return terms
+
+
+@METHODS.register_factory(
+    "distiller", "CE + a KD-Zero distiller: Σ w·d(T(student), T(teacher)) (Li et al. 2023)"
+)
+def build_distiller(spec: DistillerSpec, context: MethodContext) -> Method:
+    if context.teacher is None:
+        raise DistillError(f"{context.owner}: method 'distiller' needs a teacher; add a 'teacher' section")
+    teacher = FrozenTeacher(context.teacher, [pair.teacher for pair in spec.features])
+    return DistillerMethod(
+        context.student,
+        teacher,
+        spec.distiller(),
+        spec.ce_weight,
+        spec.features,
+        context.example_inputs,
+        owner=context.owner,
+    )
