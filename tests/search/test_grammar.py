@@ -119,7 +119,7 @@ def test_bad_terms_are_refused_with_the_field():
         DistillerSpec.model_validate({"terms": [{"transforms": ["softmax"], "distance": "kl"}]})
     with pytest.raises(ValueError, match="unknown distance 'kll' \\(did you mean 'kl'\\?\\)"):
         DistillerSpec.model_validate({"terms": [{"distance": "kll"}]})
-    with pytest.raises(ValueError, match="terms\\[0\\].knowledge: 'f9'"):
+    with pytest.raises(ValueError, match=r"terms\[0\]\.knowledge: 'f9'"):
         DistillerSpec.model_validate({"terms": [{"knowledge": "f9", "distance": "kl"}]})
     with pytest.raises(ValueError, match="parameter must be one of 1, 2, 4, 8"):
         DistillerSpec.model_validate({"terms": [{"transforms": ["softmax:3"], "distance": "kl"}]})
@@ -155,9 +155,8 @@ def test_distiller_method_projects_features_and_trains_only_the_student():
 
 
 def test_a_shape_incompatible_recipe_fails_before_training(tmp_path, write_recipe, capsys):
-    from tests.conftest import tiny_recipe
-
     from distill.cli import main
+    from tests.conftest import tiny_recipe
 
     recipe = tiny_recipe()
     recipe["students"] = [
