@@ -148,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--proxy-fraction", type=float, default=0.5, help="share of the training split (0.5)")
     search.add_argument(
+        "--feature",
+        dest="features",
+        action="append",
+        default=[],
+        metavar="NAME=STUDENT_LAYER:TEACHER_LAYER",
+        help="a feature pair distillers may use besides the logits (repeatable), e.g. f0=body.1:features.1",
+    )
+    search.add_argument(
         "--output-dir", type=Path, default=None, help="where the search goes (default: runs/NAME-search)"
     )
     search.add_argument(
@@ -383,6 +391,7 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
             timeout=args.timeout,
             proxy_epochs=args.proxy_epochs,
             proxy_fraction=args.proxy_fraction,
+            features=[parse_feature(text) for text in args.features],
         )
     except ValidationError as error:
         first = error.errors()[0]
@@ -429,6 +438,15 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     return 0
+
+
+def parse_feature(text: str) -> dict[str, str]:
+    """``"f0=body.1:features.1"`` → ``{"name": "f0", "student": "body.1", "teacher": "features.1"}``."""
+    name, _, layers = text.partition("=")
+    student, _, teacher = layers.partition(":")
+    if not (name and student and teacher):
+        raise DistillError(f"--feature: expected NAME=STUDENT_LAYER:TEACHER_LAYER, got '{text}'")
+    return {"name": name, "student": student, "teacher": teacher}
 
 
 def command_export(args: argparse.Namespace, console: Console) -> int:
@@ -498,12 +516,15 @@ def command_list(console: Console) -> int:
     from distill.losses import LOSSES
     from distill.methods import METHODS
     from distill.models import MODELS
+    from distill.search.grammar import DISTANCES, TRANSFORMS
 
     for title, registry in [
         ("datasets", DATASETS),
         ("models", MODELS),
         ("methods", METHODS),
         ("losses", LOSSES),
+        ("distiller transforms (distill search)", TRANSFORMS),
+        ("distiller distances (distill search)", DISTANCES),
     ]:
         table = Table(title=title, show_header=False, title_justify="left")
         for entry in registry:

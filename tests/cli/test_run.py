@@ -148,6 +148,9 @@ def test_list_names_every_registry(capsys):
         "kd",
         "hint",
         "attention",
+        "distiller",
+        "spatial_attention",
+        "pearson_batch",
         "quickstart",
     ):
         assert name in out

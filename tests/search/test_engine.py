@@ -51,6 +51,8 @@ def test_search_writes_log_plot_and_a_recipe_that_distill_run_trains(tmp_path, w
             "3",
             "--proxy-epochs",
             "1",
+            "--feature",
+            "f0=body.1:features.1",
             "--workers",
             "0",
             "--output-dir",
@@ -74,6 +76,11 @@ def test_search_writes_log_plot_and_a_recipe_that_distill_run_trains(tmp_path, w
     best = yaml.safe_load((out / "best_recipe.yaml").read_text())
     assert best["students"][-1]["method"]["terms"] == summary["best"]["distiller"]["terms"]
     assert best["teacher"]["checkpoint"].endswith("teacher/last.safetensors")
+    assert best["students"][-1]["method"]["features"] == [
+        {"name": "f0", "student": "body.1", "teacher": "features.1"}
+    ]
+    # the proxy trains feature terms too (this seeded search draws several)
+    assert any("F_s[f0]" in r["formula"] and r["status"] == "ok" for r in candidates)
     assert main(["run", str(out / "best_recipe.yaml"), "--output-dir", str(tmp_path / "run"), "--quiet"]) == 0
     results = json.loads((tmp_path / "run" / "summary.json").read_text())["results"]
     assert [r["name"] for r in results][-1] == "student-searched"
@@ -126,6 +133,12 @@ def test_search_needs_a_validation_split_and_a_teacher(tmp_path, write_recipe, c
     assert "has no teacher" in capsys.readouterr().err
     assert main(["search", str(write_recipe(_recipe())), "--population", "1"]) == 2
     assert "--population" in capsys.readouterr().err
+    bad_layer = ["--feature", "f0=body.9:features.1", "--output-dir", str(tmp_path / "c")]
+    assert main(["search", str(write_recipe(_recipe())), *bad_layer]) == 2
+    assert "--feature (student layer): unknown layer 'body.9'" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "teacher").exists()
+    assert main(["search", str(write_recipe(_recipe())), "--feature", "f0=body.0"]) == 2
+    assert "expected NAME=STUDENT_LAYER:TEACHER_LAYER" in capsys.readouterr().err
 
 
 def flaky(task: ProxyTask, payload: dict) -> dict:
@@ -159,3 +172,27 @@ def test_local_processes_and_ray_give_the_same_candidates_and_fitnesses(tmp_path
     local = _candidates(tmp_path / "local")
     assert local == _candidates(tmp_path / "ray")
     assert sum(c[2] == "ok" for c in local) == 6
+
+
+def test_teacher_table_answers_as_the_live_teacher_on_the_same_augmented_batch():
+    import torch
+
+    from distill.data.augment import AugmentSpec, apply_plan, draw_plan
+    from distill.data.bundle import Split
+    from distill.methods import Batch, EpochStart, FrozenTeacher
+    from distill.models import build_model
+    from distill.models.cnn import CNN1dSpec
+    from distill.search.proxy import TeacherTable
+
+    torch.manual_seed(0)
+    teacher = FrozenTeacher(build_model(CNN1dSpec(channels=[8, 8]), (1, 24), 4), ["features.1"])
+    split = Split(torch.randn(50, 1, 24), torch.arange(50) % 4)
+    plan = draw_plan(AugmentSpec(mixup_alpha=1.0, shift=2, noise=0.1), 50, (1, 24), seed=5)
+    table = TeacherTable(teacher, split, batch_size=16)
+    table.prepare(EpochStart(0, 3, plan, split, torch.device("cpu")))
+    rows = torch.tensor([7, 1, 42, 13])
+    inputs, mixing = apply_plan(plan, split.inputs[rows], rows, split.inputs, split.targets)
+    stored = table(inputs, Batch(inputs, split.targets[rows], rows, 4, mixing, draw=3))
+    live = teacher(inputs)
+    torch.testing.assert_close(stored.logits, live.logits)
+    torch.testing.assert_close(stored.features["features.1"], live.features["features.1"])

@@ -44,6 +44,7 @@ from distill.files import atomic_write_bytes, atomic_write_json
 from distill.methods.base import Batch, FrozenTeacher
 from distill.methods.distiller import FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
+from distill.models.taps import FeatureTaps
 from distill.runner import instantiate, model_spec_from_json, select_device
 from distill.schema import PositiveInt, Section
 from distill.search.backends import Backend, Outcome, open_backend
@@ -219,13 +220,23 @@ class DistillerSearch:
         spec = self.recipe.teacher.model if self.recipe.teacher and self.recipe.teacher.model else None
         teacher = instantiate(spec or model_spec_from_json(metadata["model"]), data, "teacher", self.seed)
         load_weights(checkpoint, teacher)
-        frozen = FrozenTeacher(teacher, [pair.teacher for pair in self.settings.features])
         student = instantiate(self.recipe.students[0].model, data, "students[0]", self.seed)
+        self._check_features(student, teacher)
+        frozen = FrozenTeacher(teacher, [pair.teacher for pair in self.settings.features])
         count = min(PROBE_BATCH, len(data.train))
         batch = Batch(
             data.train.inputs[:count], data.train.targets[:count], torch.arange(count), data.num_classes
         )
         return RejectionProbe(student, frozen, batch, self.settings.features, self.seed)
+
+    def _check_features(self, student: torch.nn.Module, teacher: torch.nn.Module | None) -> None:
+        """Every ``--feature`` layer exists (checked before the teacher trains, where possible)."""
+        features = self.settings.features
+        FeatureTaps(student, [pair.student for pair in features], owner="--feature (student layer)").remove()
+        if teacher is not None:
+            FeatureTaps(
+                teacher, [pair.teacher for pair in features], owner="--feature (teacher layer)"
+            ).remove()
 
     def _task(self, checkpoint: Path) -> ProxyTask:
         return ProxyTask(
@@ -252,6 +263,11 @@ class DistillerSearch:
         self._open()
         data = load_data(self.recipe.data)
         proxy_bundle(data, self.settings.proxy_fraction, self.seed)  # fails early without a val split
+        spec = self.recipe.teacher
+        self._check_features(
+            instantiate(self.recipe.students[0].model, data, "students[0]", self.seed),
+            instantiate(spec.model, data, "teacher", self.seed) if spec and spec.model else None,
+        )
         checkpoint = self._teacher_checkpoint(data)
         probe = self._probe(data, checkpoint)
         task = self._task(checkpoint)
