@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="start no generation after this many seconds",
+        help="start no further generation after this many seconds (the first always runs)",
     )
     search.add_argument(
         "--backend",
@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs of a proxy run (default: a tenth of the student's, at least 2)",
     )
     search.add_argument("--proxy-fraction", type=float, default=0.5, help="share of the training split (0.5)")
+    search.add_argument(
+        "--ce-weight",
+        type=float,
+        default=1.0,
+        help="weight of the cross-entropy next to each distiller (default: 1, KD-Zero's CE + distiller)",
+    )
     search.add_argument(
         "--feature",
         dest="features",
@@ -392,6 +398,7 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
             proxy_epochs=args.proxy_epochs,
             proxy_fraction=args.proxy_fraction,
             features=[parse_feature(text) for text in args.features],
+            ce_weight=args.ce_weight,
         )
     except ValidationError as error:
         first = error.errors()[0]

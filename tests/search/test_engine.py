@@ -25,9 +25,16 @@ def _recipe(**changes):
     return recipe
 
 
-def _search(tmp_path: Path, directory: str, generations: int, backend: str = "local", workers: int = 0):
+def _search(
+    tmp_path: Path,
+    directory: str,
+    generations: int,
+    backend: str = "local",
+    workers: int = 0,
+    budget: float | None = None,
+):
     settings = SearchSettings(
-        generations=generations, population=3, proxy_epochs=1, backend=backend, workers=workers
+        generations=generations, population=3, proxy_epochs=1, backend=backend, workers=workers, budget=budget
     )
     search = DistillerSearch(validate_recipe(_recipe(), "tiny"), settings, tmp_path / directory)
     return search, search.run()
@@ -95,6 +102,12 @@ def test_seeded_search_is_deterministic_and_resumes_without_training_again(tmp_p
     assert again.trained_here == sum(1 for c in _candidates(tmp_path / "parts") if c[0] == 1 and c[2] == "ok")
     assert trained_first == 2 + sum(1 for c in _candidates(tmp_path / "parts") if c[0] == 0 and c[2] == "ok")
     assert whole["best"] == resumed["best"]
+
+
+def test_a_spent_budget_starts_no_further_generation(tmp_path):
+    _, summary = _search(tmp_path, "budget", generations=3, budget=0.001)
+    assert {c[0] for c in _candidates(tmp_path / "budget")} == {0}
+    assert summary["stopped"] == "budget of 0.001 s spent before generation 1"
 
 
 def test_a_search_directory_refuses_other_settings(tmp_path, write_recipe, capsys):

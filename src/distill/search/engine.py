@@ -279,7 +279,7 @@ class DistillerSearch:
             self._references(task)
             stopped = None
             for generation in range(s.generations):
-                if s.budget is not None and time.perf_counter() - started > s.budget:
+                if generation > 0 and s.budget is not None and time.perf_counter() - started > s.budget:
                     stopped = f"budget of {s.budget:g} s spent before generation {generation}"
                     break
                 space = self._shrink(space, generation)
