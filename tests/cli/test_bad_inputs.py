@@ -66,8 +66,8 @@ CASES = {
         "data: unknown dataset 'cifar'; allowed: csv, digits, mnist1d, npz, synthetic",
     ),
     "unknown method": (
-        lambda f: with_student(tiny_recipe(), method={"name": "distil"}),
-        "students[0].method: unknown method 'distil'; allowed: ",
+        lambda f: with_student(tiny_recipe(), method={"name": "teleport"}),
+        "students[0].method: unknown method 'teleport'; allowed: ",
     ),
     "unknown model key": (
         lambda f: with_student(tiny_recipe(), model={"name": "mlp", "widht": 3}),
