@@ -102,6 +102,13 @@ def test_seeded_search_is_deterministic_and_resumes_without_training_again(tmp_p
     assert again.trained_here == sum(1 for c in _candidates(tmp_path / "parts") if c[0] == 1 and c[2] == "ok")
     assert trained_first == 2 + sum(1 for c in _candidates(tmp_path / "parts") if c[0] == 0 and c[2] == "ok")
     assert whole["best"] == resumed["best"]
+    # a kill mid-write leaves a cut last line: it is dropped, and its candidate trained again
+    log = tmp_path / "parts" / "log.jsonl"
+    text = log.read_text()
+    log.write_text(text[: len(text) - 25])
+    again, _ = _search(tmp_path, "parts", generations=2)
+    assert again.trained_here == 1
+    assert _candidates(tmp_path / "whole") == _candidates(tmp_path / "parts")
 
 
 def test_a_spent_budget_starts_no_further_generation(tmp_path):

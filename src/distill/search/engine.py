@@ -116,15 +116,17 @@ class SearchLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
-        if path.exists():
-            for number, line in enumerate(path.read_text().splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    self.records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    if number < len(path.read_text().splitlines()):  # only the last line may be cut
-                        raise RunDirectoryError(f"{path}: line {number} is not JSON") from None
+        lines = path.read_text().splitlines() if path.exists() else []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                self.records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):  # a kill mid-write may cut the last line only
+                    raise RunDirectoryError(f"{path}: line {number} is not JSON") from None
+                kept = "".join(json.dumps(record) + "\n" for record in self.records)
+                atomic_write_bytes(path, kept.encode())  # drop the cut line before appending
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
