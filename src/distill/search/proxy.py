@@ -5,7 +5,11 @@ per worker and is plain, picklable data). The worker loads the data, keeps a ran
 ``fraction`` of the training split, and trains the student for ``train.epochs`` epochs with
 cross-entropy plus the candidate distiller, under the recipe's augmentation. The test split
 never enters a proxy run: the proxy bundle's test slot holds the validation split, and the
-fitness is the validation accuracy (%) after the last proxy epoch.
+fitness is the validation accuracy (%) after the last proxy epoch (ties go to the lower
+validation cross-entropy). KD-Zero's abstract names "sharpness and representation gap" as its
+fitness, and the group's released searcher (Auto-DAS) scores a mix of representation gap and
+validation cross-entropy; we score what the user finally selects on, validation accuracy, and
+log the validation loss beside it (``shared/notes/kdzero_research.md``).
 
 Teacher outputs come from a :class:`TeacherTable`: the teacher's logits and tapped features for
 every (augmentation draw, training sample) of the proxy, computed once per worker and reused by
