@@ -210,3 +210,24 @@ def test_a_learned_loss_refuses_mixed_labels(method, write_recipe, tmp_path, cap
     assert f"{method['name']}: the learned loss needs hard labels; set train.augment.mixup_alpha: 0" in (
         capsys.readouterr().err
     )
+
+
+def test_episode_students_restart_the_run_student_or_are_fresh():
+    from distill.methods.loss_teachers import episode_students
+    from distill.models.mlp import MLPSpec
+
+    def new_model(spec, owner, seed):
+        torch.manual_seed(seed)
+        return build_model(MLPSpec(hidden=[8]), (4,), 3)
+
+    run_student = new_model(None, "student", 5)
+    same = episode_students(new_model, 5, same=True)
+    fresh = episode_students(new_model, 5)
+
+    def weights(model):
+        return torch.cat([p.flatten() for p in model.parameters()])
+
+    assert torch.equal(weights(same(0)), weights(run_student))
+    assert torch.equal(weights(same(3)), weights(run_student))
+    assert not torch.equal(weights(fresh(0)), weights(run_student))
+    assert not torch.equal(weights(fresh(0)), weights(fresh(1)))

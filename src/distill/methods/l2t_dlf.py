@@ -56,13 +56,16 @@ class L2TDLFSpec(MethodSpec):
     """``l2t-dlf``: meta-train a loss teacher (or load ``loss_teacher``), then train the
     student on its dynamic loss.
 
-    Meta-training: ``episodes`` fresh students of ``episode_steps`` plain-SGD steps (default:
+    Meta-training: ``episodes`` students of ``episode_steps`` plain-SGD steps (default:
     the student's own budget) at ``inner_lr`` (default: the recipe's learning rate), reverse
     mode through segments of ``unroll`` steps, the teacher updated by Adam at ``teacher_lr``
     once per episode (``update: episode``) or per segment (``segment``), the best episode's
     teacher kept (``select_best``); ``matrices`` loss parameters to
     attend over (``nonnegative``: ``W ≥ 0``, see :class:`LossTeacher`); ``sharpness`` the k of
-    the smooth dev error.
+    the smooth dev error. ``episode_student: same`` (the paper's) restarts the run's own
+    student from its initialisation in every episode, as Algorithm 1 retrains one student
+    (NeurIPS 2018 review; the authors' demo restores the episode's start weights);
+    ``fresh`` draws a new initialisation per episode, for a teacher meant to transfer.
     """
 
     name: Literal["l2t-dlf"] = "l2t-dlf"
@@ -78,6 +81,7 @@ class L2TDLFSpec(MethodSpec):
     nonnegative: bool = True
     update: Literal["episode", "segment"] = "episode"
     select_best: bool = True
+    episode_student: Literal["same", "fresh"] = "same"
 
 
 def load_loss_teacher(path: Path, num_classes: int, owner: str) -> tuple[LossTeacher, dict[str, Any]]:
@@ -149,7 +153,7 @@ class DynamicLossDistillation(LossTaughtMethod):
         self.loss_teacher.requires_grad_(True)
         history = meta_train(
             self.loss_teacher,
-            episode_students(self.new_model, self.seed),
+            episode_students(self.new_model, self.seed, same=self.spec.episode_student == "same"),
             self.train_split,
             self.dev,
             schedule,
@@ -174,6 +178,7 @@ class DynamicLossDistillation(LossTaughtMethod):
                 "nonnegative": self.loss_teacher.nonnegative,
                 "state_features": list(STATE_FEATURES),
                 "schedule": schedule.__dict__,
+                "episode_student": self.spec.episode_student,
                 "data_fingerprint": self.data_fingerprint,
                 "meta_seconds": round(history.seconds, 3),
                 "kept_episode": history.best_episode,

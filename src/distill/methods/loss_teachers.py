@@ -39,10 +39,13 @@ def require_validation_and_budget(context: MethodContext, method: str) -> None:
 
 
 def episode_students(
-    new_model: Callable[[Any, str, int], nn.Module], seed: int
+    new_model: Callable[[Any, str, int], nn.Module], seed: int, same: bool = False
 ) -> Callable[[int], nn.Module]:
-    """``episode -> a fresh student`` of the student's architecture for meta-training, each
-    episode from its own seed (none equal to the run's, which the real student uses)."""
+    """``episode -> a student`` of the student's architecture for meta-training: with ``same``,
+    every episode restarts the run's own student from its initialisation (seed ``seed``);
+    otherwise each episode gets a fresh one from its own seed (none equal to the run's)."""
+    if same:
+        return lambda episode: new_model(None, f"episode{episode}", seed)
     return lambda episode: new_model(None, f"episode{episode}", seed + 7919 * (episode + 1))
 
 
