@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--proxy-fraction", type=float, default=0.5, help="share of the training split (0.5)")
     search.add_argument(
+        "--rerank",
+        type=int,
+        default=0,
+        metavar="K",
+        help="train the K proxy-best candidates and KD with the full budget; keep the best on validation",
+    )
+    search.add_argument(
         "--ce-weight",
         type=float,
         default=1.0,
@@ -399,6 +406,7 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
             proxy_fraction=args.proxy_fraction,
             features=[parse_feature(text) for text in args.features],
             ce_weight=args.ce_weight,
+            rerank=args.rerank,
         )
     except ValidationError as error:
         first = error.errors()[0]
@@ -430,13 +438,19 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
     ):
         summary = DistillerSearch(recipe, settings, output_dir, report).run()
     best = summary["best"]
+    if best["selected_by"] == "rerank":
+        for row in summary["reranked"]:
+            score = "failed" if row["fitness"] is None else f"{row['fitness']:.2f}"
+            label = "KD (reference)" if row["reference"] else row["formula"]
+            console.print(f"full budget, val {score}: {label}", highlight=False, markup=False)
     references = ", ".join(
         f"{name} {value['fitness']:.2f}"
         for name, value in summary["references"].items()
         if value["fitness"] is not None
     )
     console.print(
-        f"best distiller (proxy val {best['fitness']:.2f}%; references: {references}):\n  {best['formula']}\n"
+        f"best distiller ({'full-budget' if best['selected_by'] == 'rerank' else 'proxy'} val "
+        f"{best['fitness']:.2f}%; proxy references: {references}):\n  {best['formula']}\n"
         f"{summary['candidates']} candidates, {summary['trained']} trained, {summary['rejected_share']:.0%} "
         f"rejected, {summary['wall_seconds']:.0f} s\n"
         f"train it: distill run {output_dir}/best_recipe.yaml  "

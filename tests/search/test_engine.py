@@ -32,9 +32,16 @@ def _search(
     backend: str = "local",
     workers: int = 0,
     budget: float | None = None,
+    rerank: int = 0,
 ):
     settings = SearchSettings(
-        generations=generations, population=3, proxy_epochs=1, backend=backend, workers=workers, budget=budget
+        generations=generations,
+        population=3,
+        proxy_epochs=1,
+        backend=backend,
+        workers=workers,
+        budget=budget,
+        rerank=rerank,
     )
     search = DistillerSearch(validate_recipe(_recipe(), "tiny"), settings, tmp_path / directory)
     return search, search.run()
@@ -109,6 +116,27 @@ def test_seeded_search_is_deterministic_and_resumes_without_training_again(tmp_p
     again, _ = _search(tmp_path, "parts", generations=2)
     assert again.trained_here == 1
     assert _candidates(tmp_path / "whole") == _candidates(tmp_path / "parts")
+
+
+def test_rerank_trains_the_best_candidates_and_kd_at_the_full_budget(tmp_path):
+    _, summary = _search(tmp_path, "rerank", generations=1, rerank=2)
+    lines = [json.loads(line) for line in (tmp_path / "rerank" / "log.jsonl").read_text().splitlines()]
+    reranked = [r for r in lines if r["kind"] == "rerank"]
+    proxy_best = sorted(
+        (r for r in lines if r["kind"] == "candidate" and r["fitness"] is not None),
+        key=lambda r: (r["fitness"], -r["val_loss"]),
+        reverse=True,
+    )[:2]
+    assert [r["key"] for r in reranked] == [r["key"] for r in proxy_best] + ["kd"]
+    assert all(r["status"] == "ok" for r in reranked)
+    winner = max(reranked, key=lambda r: (r["fitness"], -r["val_loss"]))
+    assert summary["best"]["selected_by"] == "rerank"
+    assert summary["best"]["distiller"] == winner["distiller"]
+    recipe = yaml.safe_load((tmp_path / "rerank" / "best_recipe.yaml").read_text())
+    method = recipe["students"][-1]["method"]
+    assert method["terms"] == winner["distiller"]["terms"] and method["ce_weight"] == winner["ce_weight"]
+    again, _ = _search(tmp_path, "rerank", generations=1, rerank=2)
+    assert again.trained_here == 0  # finished full-budget runs are taken from the log
 
 
 def test_a_spent_budget_starts_no_further_generation(tmp_path):
@@ -216,3 +244,9 @@ def test_teacher_table_answers_as_the_live_teacher_on_the_same_augmented_batch()
     live = teacher(inputs)
     torch.testing.assert_close(stored.logits, live.logits)
     torch.testing.assert_close(stored.features["features.1"], live.features["features.1"])
+    small = TeacherTable(teacher, split, batch_size=16, max_bytes=1)
+    for draw in (0, 1, 3):
+        small.prepare(EpochStart(draw, draw, plan, split, torch.device("cpu")))
+    assert list(small.draws) == [3]  # beyond the byte limit only the current draw is kept
+    again = small(inputs, Batch(inputs, split.targets[rows], rows, 4, mixing, draw=3))
+    torch.testing.assert_close(again.logits, live.logits)

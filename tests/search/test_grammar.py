@@ -121,8 +121,10 @@ def test_bad_terms_are_refused_with_the_field():
         DistillerSpec.model_validate({"terms": [{"distance": "kll"}]})
     with pytest.raises(ValueError, match=r"terms\[0\]\.knowledge: 'f9'"):
         DistillerSpec.model_validate({"terms": [{"knowledge": "f9", "distance": "kl"}]})
-    with pytest.raises(ValueError, match="parameter must be one of 1, 2, 4, 8"):
-        DistillerSpec.model_validate({"terms": [{"transforms": ["softmax:3"], "distance": "kl"}]})
+    with pytest.raises(ValueError, match="the parameter must be a positive number"):
+        DistillerSpec.model_validate({"terms": [{"transforms": ["softmax:-3"], "distance": "kl"}]})
+    spec = DistillerSpec.model_validate({"terms": [{"transforms": ["softmax:3"], "distance": "kl"}]})
+    assert spec.distiller().terms[0].transforms == (Op("softmax", 3.0),)
     assert "identity" in TRANSFORMS
 
 

@@ -42,7 +42,10 @@ class Outcome:
 
 
 class Backend(Protocol):
-    def evaluate(self, payloads: list[dict[str, Any]]) -> list[Outcome]: ...
+    def evaluate(self, payloads: list[dict[str, Any]], task: ProxyTask | None = None) -> list[Outcome]:
+        """One outcome per payload, in order; ``task`` replaces the backend's own (e.g. the
+        full-budget re-ranking)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -80,11 +83,11 @@ class LocalBackend:
             context=multiprocessing.get_context("spawn"),
         )
 
-    def evaluate(self, payloads: list[dict[str, Any]]) -> list[Outcome]:
+    def evaluate(self, payloads: list[dict[str, Any]], task: ProxyTask | None = None) -> list[Outcome]:
         from pebble import ProcessExpired
 
         futures = [
-            self.pool.schedule(self.function, args=(self.task, payload), timeout=self.timeout)
+            self.pool.schedule(self.function, args=(task or self.task, payload), timeout=self.timeout)
             for payload in payloads
         ]
         outcomes = []
@@ -126,9 +129,10 @@ class RayBackend:
         self.remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_payload)
         self.task_ref = ray.put(task)
 
-    def evaluate(self, payloads: list[dict[str, Any]]) -> list[Outcome]:
+    def evaluate(self, payloads: list[dict[str, Any]], task: ProxyTask | None = None) -> list[Outcome]:
         ray = self.ray
-        refs = [self.remote.remote(self.task_ref, payload) for payload in payloads]
+        task_ref = self.task_ref if task is None else ray.put(task)
+        refs = [self.remote.remote(task_ref, payload) for payload in payloads]
         started = {ref: time.monotonic() for ref in refs}
         pending = list(refs)
         done: dict[Any, Outcome] = {}
@@ -163,10 +167,10 @@ class InlineBackend:
     def __init__(self, task: ProxyTask) -> None:
         self.task = task
 
-    def evaluate(self, payloads: list[dict[str, Any]]) -> list[Outcome]:
+    def evaluate(self, payloads: list[dict[str, Any]], task: ProxyTask | None = None) -> list[Outcome]:
         threads = torch.get_num_threads()  # a worker's thread count, for this process's turn only
         try:
-            return [_outcome_of(evaluate_payload(self.task, payload)) for payload in payloads]
+            return [_outcome_of(evaluate_payload(task or self.task, payload)) for payload in payloads]
         finally:
             torch.set_num_threads(threads)
 

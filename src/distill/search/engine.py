@@ -11,8 +11,10 @@ One search (Li et al., KD-Zero, NeurIPS 2023, Sec. 3), written into ``output_dir
    a proxy training on the backend (:mod:`distill.search.proxy`, :mod:`distill.search.backends`);
 4. after each generation, operations that keep producing poor candidates are dropped
    (search-space shrinkage);
-5. the best distiller is written as a recipe ``distill run`` trains (``best_recipe.yaml``:
-   the recipe's students plus ``student-searched``), with ``summary.json`` and ``fitness.png``.
+5. with ``rerank = k``, the k proxy-best candidates and the KD reference are trained with the
+   student's full budget and the best on validation is the result (else the proxy's best);
+6. the result is written as a recipe ``distill run`` trains (``best_recipe.yaml``: the
+   recipe's students plus ``student-searched``), with ``summary.json`` and ``fitness.png``.
 
 ``log.jsonl`` holds one line per candidate (formula, fitness, seconds, status, why rejected),
 appended as each finishes. Generation ``g``'s randomness and inputs depend only on the seed
@@ -67,7 +69,12 @@ PROBE_BATCH = 128
 class SearchSettings(Section):
     """Settings of one search. All but the ``RUN_OPTIONS`` decide its candidates and fitnesses
     (a search directory refuses to continue under different ones); ``generations`` may grow
-    between runs: generation ``g`` does not depend on how many follow it."""
+    between runs: generation ``g`` does not depend on how many follow it.
+
+    ``rerank``: after the last generation, train the ``rerank`` best candidates and the KD
+    reference with the student's full budget on the whole training split, and return the one
+    with the best validation accuracy (the proxy's ranking need not survive a longer schedule);
+    ``0`` returns the proxy's best."""
 
     generations: PositiveInt = 4
     population: int = Field(default=8, ge=2)
@@ -88,9 +95,10 @@ class SearchSettings(Section):
     address: str | None = None
     timeout: float = Field(default=600.0, gt=0.0)
     budget: float | None = Field(default=None, gt=0.0)
+    rerank: int = Field(default=0, ge=0)
 
     RUN_OPTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"generations", "backend", "workers", "address", "timeout", "budget"}
+        {"generations", "backend", "workers", "address", "timeout", "budget", "rerank"}
     )
 
     def identity(self) -> dict[str, Any]:
@@ -254,7 +262,7 @@ class DistillerSearch:
         if self._backend is None:
             s = self.settings
             self._backend = open_backend(s.backend, task, s.workers, s.timeout, s.address)
-        outcomes = self._backend.evaluate(payloads)
+        outcomes = self._backend.evaluate(payloads, task)
         self.trained_here += len(payloads)
         return outcomes
 
@@ -286,6 +294,7 @@ class DistillerSearch:
                     break
                 space = self._shrink(space, generation)
                 self._generation(generation, space, probe, task, started)
+            self._rerank(checkpoint)
         finally:
             if self._backend is not None:
                 self._backend.close()
@@ -367,6 +376,41 @@ class DistillerSearch:
                 )
             )
 
+    def _rerank(self, checkpoint: Path) -> None:
+        """Train the ``rerank`` proxy-best candidates and the KD reference at the full budget."""
+        count = self.settings.rerank
+        if count == 0:
+            return
+        trained = [r for r in self._candidates() if r.get("fitness") is not None]
+        top = sorted(trained, key=lambda r: scored(r).rank_key(), reverse=True)[:count]
+        entries = {r["key"]: {"distiller": r["distiller"], "ce_weight": self.settings.ce_weight} for r in top}
+        entries["kd"] = reference_kd(self.recipe)
+        missing = [key for key in entries if self.log.find("rerank", key) is None]
+        if not missing:
+            return
+        full = ProxyTask(
+            recipe=self.recipe.model_dump(mode="json"),
+            teacher_checkpoint=str(checkpoint),
+            train=self.train.model_copy(update={"report": "last"}).model_dump(mode="json"),
+            fraction=1.0,
+            features=[pair.model_dump(mode="json") for pair in self.settings.features],
+            ce_weight=self.settings.ce_weight,
+        )
+        outcomes = self._evaluate(full, [entries[key] for key in missing])
+        for key, outcome in zip(missing, outcomes, strict=True):
+            payload = entries[key]
+            self.log.append(
+                {
+                    "kind": "rerank",
+                    "key": key,
+                    "formula": Distiller.from_dict(payload["distiller"]).formula(),
+                    "distiller": payload["distiller"],
+                    "ce_weight": payload["ce_weight"],
+                    "reference": key == "kd",
+                    **_fields(outcome),
+                }
+            )
+
     # ------------------------------------------------------------------ results
     def _finish(self, checkpoint: Path, stopped: str | None, seconds: float) -> dict[str, Any]:
         from distill.report.search import plot_search
@@ -376,6 +420,11 @@ class DistillerSearch:
         if not trained:
             raise DistillError(f"{self.output_dir}: no candidate trained (see log.jsonl for why)")
         best = max(trained, key=lambda r: scored(r).rank_key())
+        selected_by, ce_weight = "proxy", self.settings.ce_weight
+        reranked = [r for r in self.log.records if r.get("kind") == "rerank" and r.get("fitness") is not None]
+        if self.settings.rerank and reranked:
+            best = max(reranked, key=lambda r: (r["fitness"], -(r.get("val_loss") or 0.0)))
+            selected_by, ce_weight = "rerank", best["ce_weight"]
         generations = []
         for generation in sorted({r["generation"] for r in records}):
             values = [r["fitness"] for r in trained if r["generation"] == generation]
@@ -399,7 +448,17 @@ class DistillerSearch:
         summary = {
             "recipe": self.recipe.name,
             "seed": self.seed,
-            "best": {k: best[k] for k in ("formula", "distiller", "fitness", "val_loss", "generation")},
+            "best": {
+                **{k: best.get(k) for k in ("formula", "distiller", "fitness", "val_loss", "generation")},
+                "ce_weight": ce_weight,
+                "selected_by": selected_by,
+                "is_kd_reference": bool(best.get("reference", False)),
+            },
+            "reranked": [
+                {k: r.get(k) for k in ("key", "formula", "fitness", "val_loss", "seconds", "reference")}
+                for r in self.log.records
+                if r.get("kind") == "rerank"
+            ],
             "references": references,
             "candidates": len(records),
             "trained": len(trained),
@@ -414,12 +473,12 @@ class DistillerSearch:
             "proxy": {"epochs": self.proxy_train.epochs, "fraction": self.settings.proxy_fraction},
             "best_recipe": str(self.output_dir / "best_recipe.yaml"),
         }
-        self._write_best_recipe(Distiller.from_dict(best["distiller"]), checkpoint)
+        self._write_best_recipe(Distiller.from_dict(best["distiller"]), checkpoint, ce_weight)
         plot_search(generations, references, self.output_dir / "fitness.png", self.recipe.name)
         atomic_write_json(self.output_dir / "summary.json", summary)
         return summary
 
-    def _write_best_recipe(self, distiller: Distiller, checkpoint: Path) -> None:
+    def _write_best_recipe(self, distiller: Distiller, checkpoint: Path, ce_weight: float) -> None:
         payload = self.recipe.model_dump(mode="json", exclude_none=True)
         teacher = payload["teacher"]
         teacher["checkpoint"] = str(checkpoint.resolve())
@@ -427,7 +486,7 @@ class DistillerSearch:
         base = self.recipe.students[0]
         method = {
             "name": "distiller",
-            "ce_weight": self.settings.ce_weight,
+            "ce_weight": ce_weight,
             "features": [pair.model_dump(mode="json") for pair in self.settings.features],
             **distiller.to_dict(),
         }

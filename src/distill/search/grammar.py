@@ -50,7 +50,8 @@ class Transform:
 
     ``apply(x, p)`` computes it (``p`` is the parameter, e.g. a temperature, or ``None``);
     ``shape(s, p)`` is the output shape for an input of shape ``s`` (raises :class:`ShapeError`
-    when the input cannot be taken); ``params`` the values the search may choose from.
+    when the input cannot be taken); ``params`` the values the search chooses from (a recipe
+    may give any positive value).
     """
 
     apply: Callable[[torch.Tensor, float | None], torch.Tensor]
@@ -280,9 +281,8 @@ class Op:
             value = float(param)
         except ValueError:
             raise DistillError(f"transform '{text}': parameter '{param}' is not a number") from None
-        if value not in transform.params:
-            allowed = ", ".join(f"{v:g}" for v in transform.params)
-            raise DistillError(f"transform '{text}': parameter must be one of {allowed}")
+        if not value > 0:
+            raise DistillError(f"transform '{text}': the parameter must be a positive number")
         return cls(name, value)
 
     def __str__(self) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,16 +72,22 @@ def proxy_bundle(data: DataBundle, fraction: float, seed: int) -> DataBundle:
 
 class TeacherTable:
     """Teacher logits and tapped features per (draw, training sample), filled per draw on first
-    use, then looked up by the batch's draw and indices (the live teacher for other inputs)."""
+    use, then looked up by the batch's draw and indices (the live teacher for other inputs).
+    Draws are kept for every later candidate of the worker, the least recently used dropped
+    beyond ``max_bytes``."""
 
-    def __init__(self, teacher: FrozenTeacher, train: Split, batch_size: int = 512) -> None:
+    def __init__(
+        self, teacher: FrozenTeacher, train: Split, batch_size: int = 512, max_bytes: int = 512 * 2**20
+    ) -> None:
         self.live = teacher
         self.train = train
         self.batch_size = batch_size
-        self.draws: dict[int, TeacherOutput] = {}
+        self.max_bytes = max_bytes
+        self.draws: OrderedDict[int, TeacherOutput] = OrderedDict()
 
     def prepare(self, epoch: EpochStart) -> None:
         if epoch.draw in self.draws:
+            self.draws.move_to_end(epoch.draw)
             return
         parts: list[TeacherOutput] = []
         for start in range(0, len(self.train), self.batch_size):
@@ -94,6 +101,16 @@ class TeacherTable:
             torch.cat([part.logits for part in parts if part.logits is not None]),
             {name: torch.cat([part.features[name] for part in parts]) for name in parts[0].features},
         )
+        while len(self.draws) > 1 and self.stored_bytes() > self.max_bytes:
+            self.draws.popitem(last=False)  # the least recently used draw
+
+    def stored_bytes(self) -> int:
+        """Bytes held for all stored draws."""
+        total = 0
+        for output in self.draws.values():
+            tensors = [output.logits, *output.features.values()]
+            total += sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        return total
 
     def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput:
         if batch is None or batch.draw not in self.draws:
