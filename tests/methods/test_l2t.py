@@ -113,12 +113,9 @@ def test_a_loss_teacher_of_the_wrong_kind_is_refused(taught, write_recipe, capsy
         load_loss_teacher(taught / "missing.safetensors", 10, "x")
 
 
-def _dln_method(learn):
-    recipe = validate_recipe(
-        _recipe(
-            [_student("dln", {"name": "l2t-dln", "unroll": 2, "learn_teacher": learn, "dln_init": "random"})]
-        )
-    )
+def _dln_method(learn, **options):
+    method = {"name": "l2t-dln", "unroll": 2, "learn_teacher": learn, "dln_init": "random", **options}
+    recipe = validate_recipe(_recipe([_student("dln", method)]))
     data = load_data(recipe.data)
     spec = recipe.students[0]
     student = build_model(spec.model, data.input_shape, data.num_classes)
@@ -231,3 +228,20 @@ def test_episode_students_restart_the_run_student_or_are_fresh():
     assert torch.equal(weights(same(3)), weights(run_student))
     assert not torch.equal(weights(fresh(0)), weights(run_student))
     assert not torch.equal(weights(fresh(0)), weights(fresh(1)))
+
+
+def test_the_sign_oracle_steps_each_coordinate_by_dln_step_and_learns_nothing():
+    from distill.methods.base import Batch
+
+    method, data = _dln_method(True, update_rule="sign", dln_step=1e-3)
+    assert method.optimizer is None
+    dln_before = torch.cat([value.flatten().clone() for value in method.dln.parameters()])
+    lstm_before = [value.clone() for value in method.teacher.lstm.parameters()]
+    update = _SGD(method)
+    for start in (0, 32):
+        rows = torch.arange(start, start + 32)
+        method.train_step(Batch(data.train.inputs[rows], data.train.targets[rows], rows, 10), update)
+    moved = (torch.cat([value.flatten() for value in method.dln.parameters()]) - dln_before).abs()
+    assert moved.max().item() == pytest.approx(1e-3, rel=1e-4)  # one signed step per round
+    assert ((moved < 1e-9) | ((moved - 1e-3).abs() < 1e-6)).all()
+    assert all(torch.equal(a, b) for a, b in zip(lstm_before, method.teacher.lstm.parameters(), strict=True))

@@ -88,7 +88,10 @@ class L2TDLNSpec(MethodSpec):
     code's random weights. ``episodes`` meta-trains the teacher first on that many fresh
     students over the student's budget (0: the teacher learns only alongside this student).
     ``normalize`` divides the DLN's output by its mean magnitude on a fixed grid so that the
-    teacher cannot change the loss's scale (see :class:`DynamicLossNetwork`; ``false``: official)."""
+    teacher cannot change the loss's scale (see :class:`DynamicLossNetwork`; ``false``: official).
+    ``update_rule: sign`` replaces the LSTM by a diagnostic oracle, ``φ' = φ − dln_step ·
+    sign(g)`` from the look-ahead validation gradient ``g`` (no meta-training, nothing learned):
+    it shows whether the gradient's direction itself helps the student."""
 
     name: Literal["l2t-dln"] = "l2t-dln"
     loss_teacher: Path | None = None
@@ -102,6 +105,7 @@ class L2TDLNSpec(MethodSpec):
     dln_init: Literal["pairwise-ce", "random"] = "pairwise-ce"
     episodes: int = Field(default=2, ge=0)
     normalize: bool = True
+    update_rule: Literal["lstm", "sign"] = "lstm"
 
 
 class DLNTeacher(nn.Module):
@@ -216,6 +220,7 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
             self._round,
             self._validation_batch(device),
             self.spec.dln_step,
+            rule=self.spec.update_rule,
         )
         self._steps.append(result.step)
         self._val_losses.append(result.validation_loss)
@@ -232,7 +237,7 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
 
     # ------------------------------------------------------------------ meta-training
     def prepare(self, workspace: Path) -> None:
-        if self.loaded or self.spec.episodes == 0 or int(self.rounds) > 0:
+        if self.loaded or self.spec.episodes == 0 or self.spec.update_rule == "sign" or int(self.rounds) > 0:
             return  # a loaded teacher, none to meta-train, or a resumed run (its state is restored)
         path = workspace / "loss_teacher.safetensors"
         if path.is_file() and read_metadata(path).get("data_fingerprint") == self.data_fingerprint:
@@ -356,5 +361,6 @@ def build_l2t_dln(spec: L2TDLNSpec, context: MethodContext) -> Method:
                 _pairwise_start(spec.width, context.seed, teacher.initial_dln)
             )
     learn = spec.learn_teacher if spec.learn_teacher is not None else spec.loss_teacher is None
+    learn = learn and spec.update_rule == "lstm"
     method = DynamicLossNetworkTeaching(context.student, teacher, spec, context, learn)
     return method.to(context.example_inputs.device)

@@ -236,6 +236,7 @@ def teaching_round(
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
     validation: tuple[torch.Tensor, torch.Tensor],
     dln_step: float,
+    rule: str = "lstm",
 ) -> RoundResult:
     """Stages (b) and (c) of L2T-DLN from the student's weights ``params``.
 
@@ -243,6 +244,9 @@ def teaching_round(
     the DLN with weights φ), ``φ' = φ − dln_step · LSTM(g)``; (c) with an ``optimizer`` over the
     LSTM: unroll again with φ', differentiate the validation cross-entropy in φ' and back
     through ``φ'(LSTM)`` into the LSTM's weights, and step.
+
+    ``rule="sign"`` is a diagnostic oracle in place of the LSTM: ``φ' = φ − dln_step · sign(g)``,
+    the step the look-ahead validation gradient itself points to (no stage (c), memory kept).
     """
 
     def validation_ce(logits: torch.Tensor, targets: torch.Tensor, _phi: Params) -> torch.Tensor:
@@ -250,6 +254,15 @@ def teaching_round(
 
     phi = detached(phi)
     looked = hypergradient(unroll, params, phi, batches, validation_ce, validation)  # (b)
+    if rule == "sign":
+        updated = flatten(phi) - dln_step * torch.sign(flatten(looked.theta_gradient))
+        return RoundResult(
+            unflatten(updated, phi),
+            list(memory),
+            None,
+            looked.objective,
+            float((updated - flatten(phi)).abs().mean()),
+        )
     learn = optimizer is not None
     with torch.set_grad_enabled(learn):
         direction, following = lstm(flatten(looked.theta_gradient), memory)
