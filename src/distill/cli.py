@@ -450,7 +450,8 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(
         f"best distiller ({'full-budget' if best['selected_by'] == 'rerank' else 'proxy'} val "
-        f"{best['fitness']:.2f}%; proxy references: {references}):\n  {best['formula']}\n"
+        f"{best['fitness']:.2f}%; proxy references: {references}):\n  {best['formula']}"
+        f"{'  (the KD reference: no candidate beat it at the full budget)' if best['is_kd_reference'] else ''}\n"
         f"{summary['candidates']} candidates, {summary['trained']} trained, {summary['rejected_share']:.0%} "
         f"rejected, {summary['wall_seconds']:.0f} s\n"
         f"train it: distill run {output_dir}/best_recipe.yaml  "
