@@ -443,6 +443,7 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
             score = "failed" if row["fitness"] is None else f"{row['fitness']:.2f}"
             label = "KD (reference)" if row["reference"] else row["formula"]
             console.print(f"full budget, val {score}: {label}", highlight=False, markup=False)
+    kd_note = "  (the KD reference: no candidate beat it at the full budget)"
     references = ", ".join(
         f"{name} {value['fitness']:.2f}"
         for name, value in summary["references"].items()
@@ -451,7 +452,7 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"best distiller ({'full-budget' if best['selected_by'] == 'rerank' else 'proxy'} val "
         f"{best['fitness']:.2f}%; proxy references: {references}):\n  {best['formula']}"
-        f"{'  (the KD reference: no candidate beat it at the full budget)' if best['is_kd_reference'] else ''}\n"
+        f"{kd_note if best['is_kd_reference'] else ''}\n"
         f"{summary['candidates']} candidates, {summary['trained']} trained, {summary['rejected_share']:.0%} "
         f"rejected, {summary['wall_seconds']:.0f} s\n"
         f"train it: distill run {output_dir}/best_recipe.yaml  "
