@@ -1,6 +1,7 @@
 """``distill search``: KD-Zero's evolutionary distiller search for a recipe's teacher–student pair.
 
-One search (Li et al., KD-Zero, NeurIPS 2023, Sec. 3), written into ``output_dir``:
+One search (Li et al., KD-Zero, NeurIPS 2023; the paper body was not reachable, see
+``shared/notes/kdzero_research.md``), written into ``output_dir``:
 
 1. the teacher is trained once (or loaded from the recipe's checkpoint): ``teacher/``;
 2. the two references are scored with the same proxy: cross-entropy alone and the recipe's KD;

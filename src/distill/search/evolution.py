@@ -1,6 +1,6 @@
 """Evolution over distillers: random initialisation, crossover, mutation, parents, shrinkage.
 
-KD-Zero (Li et al., NeurIPS 2023, Sec. 3) evolves distillers with crossover and mutation over a
+KD-Zero (Li et al., NeurIPS 2023; abstract) evolves distillers with crossover and mutation over a
 population and shrinks the search space as it goes. The operators here follow the same
 group's released evolutionary searcher (Auto-DAS, ``evo_kd_searcher``; notes in
 ``shared/notes/kdzero_research.md``): parents are drawn uniformly from the best half of what
