@@ -419,7 +419,12 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
 
+    live = console.status("training the teacher, scoring the references, generation 1…")
+    status = live if console.is_terminal and not args.quiet else None
+
     def report(generation: GenerationReport) -> None:
+        if status is not None and generation.generation + 1 < generation.generations:
+            status.update(f"generation {generation.generation + 2}/{generation.generations}: training…")
         if args.quiet:
             return
         best = "—" if generation.best is None else f"{generation.best:.2f}"
@@ -431,11 +436,7 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
 
-    with (
-        console.status("training the teacher and scoring the references…", spinner="dots")
-        if (console.is_terminal and not args.quiet)
-        else contextlib.nullcontext()
-    ):
+    with status if status is not None else contextlib.nullcontext():
         summary = DistillerSearch(recipe, settings, output_dir, report).run()
     best = summary["best"]
     if best["selected_by"] == "rerank":

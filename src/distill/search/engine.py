@@ -125,27 +125,34 @@ class SearchLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
+        self._index: dict[tuple[str, str], dict[str, Any]] = {}
         lines = path.read_text().splitlines() if path.exists() else []
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                self.records.append(json.loads(line))
+                self._add(json.loads(line))
             except json.JSONDecodeError:
                 if number < len(lines):  # a kill mid-write may cut the last line only
                     raise RunDirectoryError(f"{path}: line {number} is not JSON") from None
                 kept = "".join(json.dumps(record) + "\n" for record in self.records)
                 atomic_write_bytes(path, kept.encode())  # drop the cut line before appending
 
-    def append(self, record: dict[str, Any]) -> None:
+    def _add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
+        if "key" in record:
+            self._index.setdefault((record.get("kind", ""), record["key"]), record)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._add(record)
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
     def find(self, kind: str, key: str) -> dict[str, Any] | None:
-        return next((r for r in self.records if r.get("kind") == kind and r.get("key") == key), None)
+        """The first record of ``kind`` with ``key``, if any."""
+        return self._index.get((kind, key))
 
 
 def scored(record: dict[str, Any]) -> Scored:
@@ -508,7 +515,10 @@ class DistillerSearch:
 def reference_kd(recipe: Recipe) -> dict[str, Any]:
     """The recipe's ``kd`` student (or Hinton's T = 4, 0.9/0.1) as a distiller payload:
     ``kd_weight·T²·KL(σ(z_t/T) ‖ σ(z_s/T))`` is ``kl`` of the two temperature log-softmaxes."""
-    template = next((s.method for s in recipe.students if s.method.name == "kd"), None)
+    template = next(
+        (s.method for s in recipe.students if s.method.name == "kd" and getattr(s.method, "kd_weight", 0)),
+        None,
+    )
     temperature = getattr(template, "temperature", 4.0)
     kd_weight = getattr(template, "kd_weight", 0.9)
     ce_weight = getattr(template, "ce_weight", 0.1)
