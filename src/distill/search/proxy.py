@@ -124,7 +124,10 @@ class TeacherTable:
 
 
 class ProxyContext:
-    """A worker's loaded state for one :class:`ProxyTask`: data, teacher table, specs."""
+    """A worker's loaded state for one :class:`ProxyTask`: data, teacher table, specs.
+
+    Proxy runs train on the CPU, ``task.threads`` threads per worker (many small runs side by
+    side); the final ``distill run`` of the result uses the recipe's device."""
 
     def __init__(self, task: ProxyTask) -> None:
         from distill.config import validate_recipe
