@@ -52,14 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a recipe .yaml file or a built-in recipe name (default: quickstart)",
     )
     run.add_argument("--output-dir", type=Path, default=None, help="run directory (default: runs/NAME-TIME)")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field, e.g. --set train.epochs=5 --set students[0].model.hidden=[64]",
-    )
+    add_overrides(run)
     run.add_argument("--resume", action="store_true", help="continue an interrupted run")
     run.add_argument("--quiet", action="store_true", help="print only the final table")
 
@@ -171,14 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--output-dir", type=Path, default=None, help="where the search goes (default: runs/NAME-search)"
     )
-    search.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field",
-    )
+    add_overrides(search)
     search.add_argument("--quiet", action="store_true", help="print only the result")
 
     commands.add_parser(
@@ -212,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY.PATH=VALUE`` (repeatable): override a recipe field before validation."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe field, e.g. --set train.epochs=5 --set students[0].model.hidden=[64]",
+    )
+
+
 def seeded_runs(command: str, product: str) -> argparse.ArgumentParser:
     """The options of commands that run a recipe over several seeds into one directory."""
     options = argparse.ArgumentParser(add_help=False)
@@ -225,14 +223,7 @@ def seeded_runs(command: str, product: str) -> argparse.ArgumentParser:
         default=None,
         help=f"where the runs go (default: runs/NAME-{command}; re-running continues it)",
     )
-    options.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field first, e.g. --set train.epochs=20",
-    )
+    add_overrides(options)
     options.add_argument("--quiet", action="store_true", help=f"print only {product}")
     return options
 
