@@ -250,3 +250,18 @@ def test_teacher_table_answers_as_the_live_teacher_on_the_same_augmented_batch()
     assert list(small.draws) == [3]  # beyond the byte limit only the current draw is kept
     again = small(inputs, Batch(inputs, split.targets[rows], rows, 4, mixing, draw=3))
     torch.testing.assert_close(again.logits, live.logits)
+
+
+def test_in_process_evaluation_fails_a_candidate_not_the_search(monkeypatch):
+    from distill.search import backends
+
+    def broken(task, payload):
+        if payload["mode"] == "raise":
+            raise RuntimeError("shapes do not fit")
+        return {"status": "ok", "fitness": 1.0}
+
+    monkeypatch.setattr(backends, "evaluate_payload", broken)
+    task = ProxyTask(recipe={}, teacher_checkpoint="", train={}, fraction=1.0)
+    outcomes = backends.InlineBackend(task).evaluate([{"mode": "raise"}, {"mode": "ok"}])
+    assert [o.status for o in outcomes] == ["failed", "ok"]
+    assert outcomes[0].error == "RuntimeError: shapes do not fit"

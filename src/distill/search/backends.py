@@ -169,10 +169,16 @@ class InlineBackend:
 
     def evaluate(self, payloads: list[dict[str, Any]], task: ProxyTask | None = None) -> list[Outcome]:
         threads = torch.get_num_threads()  # a worker's thread count, for this process's turn only
+        outcomes = []
         try:
-            return [_outcome_of(evaluate_payload(task or self.task, payload)) for payload in payloads]
+            for payload in payloads:
+                try:
+                    outcomes.append(_outcome_of(evaluate_payload(task or self.task, payload)))
+                except Exception as error:  # as in a worker: the candidate fails, not the search
+                    outcomes.append(Outcome("failed", error=f"{type(error).__name__}: {error}"))
         finally:
             torch.set_num_threads(threads)
+        return outcomes
 
     def close(self) -> None:
         """Nothing to release."""
