@@ -19,6 +19,7 @@ either backend.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -123,8 +124,8 @@ class RayBackend:
         self.started_here = not ray.is_initialized()
         if self.started_here:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address is None:
-                options["num_cpus"] = workers
+            if address is None and not os.environ.get("RAY_ADDRESS"):
+                options["num_cpus"] = workers  # a local instance; a cluster has its own CPUs
             ray.init(address=address, **options)
         self.remote = ray.remote(num_cpus=1, max_retries=0)(evaluate_payload)
         self.task_ref = ray.put(task)
