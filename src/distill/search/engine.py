@@ -41,7 +41,7 @@ from pydantic import Field
 from distill.config import Recipe, validate_recipe
 from distill.data import DataBundle, load_data
 from distill.engine.checkpoint import load_weights, read_metadata
-from distill.engine.trainer import Trainer
+from distill.engine.trainer import Trainer, TrainSpec
 from distill.errors import DistillError, RunDirectoryError
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.methods.base import Batch, FrozenTeacher
@@ -233,13 +233,15 @@ class DistillerSearch:
             trainer.resume_path.unlink()
         return checkpoint
 
-    def _probe(self, data: DataBundle, checkpoint: Path) -> RejectionProbe:
-        metadata = read_metadata(checkpoint)
-        spec = self.recipe.teacher.model if self.recipe.teacher and self.recipe.teacher.model else None
-        teacher = instantiate(spec or model_spec_from_json(metadata["model"]), data, "teacher", self.seed)
+    def _probe(self, data: DataBundle, checkpoint: Path, student: torch.nn.Module) -> RejectionProbe:
+        """The rejection probe: ``student`` at initialisation and the trained teacher."""
+        spec = self.recipe.teacher
+        assert spec is not None
+        model = spec.model or model_spec_from_json(read_metadata(checkpoint)["model"])
+        teacher = instantiate(model, data, "teacher", self.seed)
         load_weights(checkpoint, teacher)
-        student = instantiate(self.recipe.students[0].model, data, "students[0]", self.seed)
-        self._check_features(student, teacher)
+        if spec.model is None:  # a checkpoint-only teacher: its layers are known only now
+            self._check_features(student, teacher)
         frozen = FrozenTeacher(teacher, [pair.teacher for pair in self.settings.features])
         count = min(PROBE_BATCH, len(data.train))
         batch = Batch(
@@ -247,21 +249,19 @@ class DistillerSearch:
         )
         return RejectionProbe(student, frozen, batch, self.settings.features, self.seed)
 
-    def _check_features(self, student: torch.nn.Module, teacher: torch.nn.Module | None) -> None:
+    def _check_features(self, student: torch.nn.Module, teacher: torch.nn.Module) -> None:
         """Every ``--feature`` layer exists (checked before the teacher trains, where possible)."""
         features = self.settings.features
         FeatureTaps(student, [pair.student for pair in features], owner="--feature (student layer)").remove()
-        if teacher is not None:
-            FeatureTaps(
-                teacher, [pair.teacher for pair in features], owner="--feature (teacher layer)"
-            ).remove()
+        FeatureTaps(teacher, [pair.teacher for pair in features], owner="--feature (teacher layer)").remove()
 
-    def _task(self, checkpoint: Path) -> ProxyTask:
+    def _task(self, checkpoint: Path, train: TrainSpec, fraction: float) -> ProxyTask:
+        """What workers need to train candidates under ``train`` on ``fraction`` of the split."""
         return ProxyTask(
             recipe=self.recipe.model_dump(mode="json"),
             teacher_checkpoint=str(checkpoint),
-            train=self.proxy_train.model_dump(mode="json"),
-            fraction=self.settings.proxy_fraction,
+            train=train.model_dump(mode="json"),
+            fraction=fraction,
             features=[pair.model_dump(mode="json") for pair in self.settings.features],
             ce_weight=self.settings.ce_weight,
         )
@@ -281,14 +281,14 @@ class DistillerSearch:
         self._open()
         data = load_data(self.recipe.data)
         proxy_bundle(data, self.settings.proxy_fraction, self.seed)  # fails early without a val split
+        student = instantiate(self.recipe.students[0].model, data, "students[0]", self.seed)
         spec = self.recipe.teacher
-        self._check_features(
-            instantiate(self.recipe.students[0].model, data, "students[0]", self.seed),
-            instantiate(spec.model, data, "teacher", self.seed) if spec and spec.model else None,
-        )
+        assert spec is not None
+        if spec.model is not None:  # checked before the teacher trains
+            self._check_features(student, instantiate(spec.model, data, "teacher", self.seed))
         checkpoint = self._teacher_checkpoint(data)
-        probe = self._probe(data, checkpoint)
-        task = self._task(checkpoint)
+        probe = self._probe(data, checkpoint, student)
+        task = self._task(checkpoint, self.proxy_train, self.settings.proxy_fraction)
         s = self.settings
         space = SearchSpace.full(
             probe.shapes, weights=tuple(s.weights), max_terms=s.max_terms, max_transforms=s.max_transforms
@@ -319,17 +319,18 @@ class DistillerSearch:
             self.log.append({"kind": "reference", "key": name, "formula": formula, **_fields(outcome)})
 
     def _shrink(self, space: SearchSpace, generation: int) -> SearchSpace:
-        """The space for ``generation``: shrunk by the results of the generations before it."""
+        """The space for ``generation`` from the previous generation's ``space``: shrunk by the
+        results of every generation before this one (a function of the log alone, so a resumed
+        search shrinks exactly as the first run did)."""
+        if generation == 0:
+            return space
         rule = ShrinkRule(self.settings.shrink_min_uses, self.settings.shrink_share)
-        for earlier in range(generation):
-            history = [scored(r) for r in self._candidates() if r["generation"] <= earlier]
-            dropped = operations_to_drop(history, space, rule)
-            if dropped and not any(
-                r.get("kind") == "shrink" and r["generation"] == earlier for r in self.log.records
-            ):
-                self.log.append({"kind": "shrink", "generation": earlier, "dropped": dropped})
-            space = space.without(dropped)
-        return space
+        history = [scored(r) for r in self._candidates() if r["generation"] < generation]
+        dropped = operations_to_drop(history, space, rule)
+        key = str(generation - 1)
+        if dropped and self.log.find("shrink", key) is None:
+            self.log.append({"kind": "shrink", "key": key, "generation": generation - 1, "dropped": dropped})
+        return space.without(dropped)
 
     def _candidates(self) -> list[dict[str, Any]]:
         return [r for r in self.log.records if r.get("kind") == "candidate"]
@@ -396,14 +397,7 @@ class DistillerSearch:
         missing = [key for key in entries if self.log.find("rerank", key) is None]
         if not missing:
             return
-        full = ProxyTask(
-            recipe=self.recipe.model_dump(mode="json"),
-            teacher_checkpoint=str(checkpoint),
-            train=self.train.model_copy(update={"report": "last"}).model_dump(mode="json"),
-            fraction=1.0,
-            features=[pair.model_dump(mode="json") for pair in self.settings.features],
-            ce_weight=self.settings.ce_weight,
-        )
+        full = self._task(checkpoint, self.train.model_copy(update={"report": "last"}), 1.0)
         outcomes = self._evaluate(full, [entries[key] for key in missing])
         for key, outcome in zip(missing, outcomes, strict=True):
             payload = entries[key]
@@ -431,7 +425,7 @@ class DistillerSearch:
         selected_by, ce_weight = "proxy", self.settings.ce_weight
         reranked = [r for r in self.log.records if r.get("kind") == "rerank" and r.get("fitness") is not None]
         if self.settings.rerank and reranked:
-            best = max(reranked, key=lambda r: (r["fitness"], -(r.get("val_loss") or 0.0)))
+            best = max(reranked, key=lambda r: scored(r).rank_key())
             selected_by, ce_weight = "rerank", best["ce_weight"]
         generations = []
         for generation in sorted({r["generation"] for r in records}):
@@ -453,6 +447,7 @@ class DistillerSearch:
             for r in self.log.records
             if r.get("kind") == "reference"
         }
+        rejected = sum(1 for r in records if r["status"] == "rejected")
         summary = {
             "recipe": self.recipe.name,
             "seed": self.seed,
@@ -470,9 +465,9 @@ class DistillerSearch:
             "references": references,
             "candidates": len(records),
             "trained": len(trained),
-            "rejected": sum(1 for r in records if r["status"] == "rejected"),
+            "rejected": rejected,
             "failed": sum(1 for r in records if r["status"] in ("failed", "crashed", "timeout")),
-            "rejected_share": round(sum(1 for r in records if r["status"] == "rejected") / len(records), 4),
+            "rejected_share": round(rejected / len(records), 4),
             "candidate_seconds": round(sum(r.get("seconds") or 0.0 for r in records), 2),
             "wall_seconds": round(seconds, 2),
             "dropped": [op for r in self.log.records if r.get("kind") == "shrink" for op in r["dropped"]],
