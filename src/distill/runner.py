@@ -117,6 +117,29 @@ def instantiate(spec: ModelSpec, data: DataBundle, owner: str, seed: int) -> nn.
     return model
 
 
+def load_teacher(spec: TeacherSpec, data: DataBundle, seed: int) -> nn.Module:
+    """The teacher ``spec.checkpoint`` holds, in eval mode: its architecture from ``spec.model``
+    or else from the checkpoint's metadata; a missing file or model is refused by name."""
+    assert spec.checkpoint is not None
+    if not spec.checkpoint.is_file():
+        raise CheckpointError(f"teacher.checkpoint: file not found: {spec.checkpoint}")
+    model_spec = spec.model
+    if model_spec is None:
+        metadata = read_metadata(spec.checkpoint)
+        if "model" not in metadata:
+            raise CheckpointError(
+                f"teacher.checkpoint: {spec.checkpoint} has no metadata naming its model; "
+                "add teacher.model to the recipe"
+            )
+        model_spec = model_spec_from_json(metadata["model"])
+    model = instantiate(model_spec, data, "teacher", seed)
+    try:
+        load_weights(spec.checkpoint, model)
+    except CheckpointError as error:
+        raise CheckpointError(f"teacher.checkpoint: {error}") from None
+    return model.eval()
+
+
 @dataclass
 class ModelResult:
     """One row of ``summary.json``."""
@@ -292,24 +315,7 @@ class RecipeRunner:
         return model.eval(), result
 
     def _load_teacher(self, spec: TeacherSpec, data: DataBundle) -> nn.Module:
-        assert spec.checkpoint is not None
-        if not spec.checkpoint.is_file():
-            raise CheckpointError(f"teacher.checkpoint: file not found: {spec.checkpoint}")
-        metadata = read_metadata(spec.checkpoint)
-        model_spec = spec.model
-        if model_spec is None:
-            if "model" not in metadata:
-                raise CheckpointError(
-                    f"teacher.checkpoint: {spec.checkpoint} has no metadata naming its model; "
-                    "add teacher.model to the recipe"
-                )
-            model_spec = model_spec_from_json(metadata["model"])
-        model = instantiate(model_spec, data, "teacher", self.recipe.seed)
-        try:
-            load_weights(spec.checkpoint, model)
-        except CheckpointError as error:
-            raise CheckpointError(f"teacher.checkpoint: {error}") from None
-        return model.eval()
+        return load_teacher(spec, data, self.recipe.seed)
 
     # ------------------------------------------------------------------ students
     def _student_method(

@@ -265,3 +265,17 @@ def test_in_process_evaluation_fails_a_candidate_not_the_search(monkeypatch):
     outcomes = backends.InlineBackend(task).evaluate([{"mode": "raise"}, {"mode": "ok"}])
     assert [o.status for o in outcomes] == ["failed", "ok"]
     assert outcomes[0].error == "RuntimeError: shapes do not fit"
+
+
+def test_a_teacher_checkpoint_without_metadata_is_built_from_the_recipe_model(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _search(tmp_path, "first", generations=1)
+    bare = tmp_path / "bare.safetensors"
+    save_file(load_file(tmp_path / "first" / "teacher" / "last.safetensors"), bare)  # no metadata
+    recipe = _recipe()
+    recipe["teacher"]["checkpoint"] = str(bare)
+    settings = SearchSettings(generations=1, population=2, proxy_epochs=1, workers=0)
+    summary = DistillerSearch(validate_recipe(recipe, "tiny"), settings, tmp_path / "bare-search").run()
+    assert summary["trained"] == 2
+    assert not (tmp_path / "bare-search" / "teacher").exists()  # the given checkpoint was used

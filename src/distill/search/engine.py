@@ -40,7 +40,6 @@ from pydantic import Field
 
 from distill.config import Recipe, validate_recipe
 from distill.data import DataBundle, load_data
-from distill.engine.checkpoint import load_weights, read_metadata
 from distill.engine.trainer import Trainer, TrainSpec
 from distill.errors import DistillError, RunDirectoryError
 from distill.files import atomic_write_bytes, atomic_write_json
@@ -48,7 +47,7 @@ from distill.methods.base import Batch, FrozenTeacher
 from distill.methods.distiller import FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
 from distill.models.taps import FeatureTaps
-from distill.runner import instantiate, model_spec_from_json, select_device
+from distill.runner import instantiate, load_teacher, select_device
 from distill.schema import PositiveInt, Section
 from distill.search.backends import Backend, Outcome, open_backend
 from distill.search.evolution import (
@@ -237,9 +236,7 @@ class DistillerSearch:
         """The rejection probe: ``student`` at initialisation and the trained teacher."""
         spec = self.recipe.teacher
         assert spec is not None
-        model = spec.model or model_spec_from_json(read_metadata(checkpoint)["model"])
-        teacher = instantiate(model, data, "teacher", self.seed)
-        load_weights(checkpoint, teacher)
+        teacher = load_teacher(spec.model_copy(update={"checkpoint": checkpoint}), data, self.seed)
         if spec.model is None:  # a checkpoint-only teacher: its layers are known only now
             self._check_features(student, teacher)
         frozen = FrozenTeacher(teacher, [pair.teacher for pair in self.settings.features])

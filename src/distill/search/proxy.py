@@ -23,17 +23,22 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from distill.config import validate_recipe
+from distill.data import load_data
 from distill.data.augment import apply_plan
 from distill.data.bundle import DataBundle, Split
+from distill.engine.trainer import Trainer, TrainSpec
 from distill.errors import DistillError
 from distill.methods.base import Batch, EpochStart, FrozenTeacher, Method, TeacherOutput
 from distill.methods.distiller import DistillerMethod, FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
+from distill.runner import instantiate, load_teacher
 from distill.search.grammar import Distiller
 
 
@@ -130,12 +135,6 @@ class ProxyContext:
     side); the final ``distill run`` of the result uses the recipe's device."""
 
     def __init__(self, task: ProxyTask) -> None:
-        from distill.config import validate_recipe
-        from distill.data import load_data
-        from distill.engine.checkpoint import load_weights, read_metadata
-        from distill.engine.trainer import TrainSpec
-        from distill.runner import instantiate, model_spec_from_json
-
         self.task = task
         self.recipe = validate_recipe(task.recipe, "search recipe")
         self.seed = self.recipe.seed
@@ -143,16 +142,15 @@ class ProxyContext:
         self.data = proxy_bundle(data, task.fraction, self.seed)
         self.train = TrainSpec.model_validate(task.train)
         self.features = [FeatureKnowledgeSpec.model_validate(pair) for pair in task.features]
-        metadata = read_metadata(task.teacher_checkpoint)
-        teacher = instantiate(model_spec_from_json(metadata["model"]), data, "teacher", self.seed)
-        load_weights(task.teacher_checkpoint, teacher)
+        assert self.recipe.teacher is not None
+        spec = self.recipe.teacher.model_copy(update={"checkpoint": Path(task.teacher_checkpoint)})
+        teacher = load_teacher(spec, data, self.seed)
         self.teacher = TeacherTable(
             FrozenTeacher(teacher, [pair.teacher for pair in self.features]), self.data.train
         )
-        self._instantiate = instantiate
 
     def student(self) -> nn.Module:
-        return self._instantiate(self.recipe.students[0].model, self.data, "student", self.seed)
+        return instantiate(self.recipe.students[0].model, self.data, "student", self.seed)
 
     def method(self, distiller: Distiller | None, ce_weight: float) -> Method:
         """CE alone (``None``) or CE + ``distiller``, on a fresh, seeded student."""
@@ -172,8 +170,6 @@ class ProxyContext:
 
     def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Train one candidate (``{"distiller": {...} | None, "ce_weight": w}``) and score it."""
-        from distill.engine.trainer import Trainer
-
         torch.set_num_threads(self.task.threads)
         started = time.perf_counter()
         distiller = None if payload.get("distiller") is None else Distiller.from_dict(payload["distiller"])
