@@ -14,8 +14,7 @@ trained with the student. The teacher side is always detached: gradients reach t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -96,7 +95,13 @@ class DistillerSpec(MethodSpec):
         return Distiller(tuple(term.term() for term in self.terms))
 
 
-TeacherSource = Callable[[torch.Tensor, Batch | None], TeacherOutput]
+class TeacherSource(Protocol):
+    """What answers a distiller's teacher side: logits and tapped features for ``(inputs, batch)``
+    (a :class:`FrozenTeacher`, or the search's table of precomputed outputs), prepared per epoch."""
+
+    def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput: ...
+
+    def prepare(self, epoch: EpochStart) -> None: ...
 
 
 def feature_projection(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module | None:
@@ -125,15 +130,14 @@ class _FlatProjection(nn.Module):
 class DistillerMethod(Method):
     """Student trained on ``ce_weight · CE`` plus a :class:`~distill.search.grammar.Distiller`.
 
-    ``teacher`` answers ``(inputs, batch)`` with logits and the tapped teacher features (a
-    :class:`FrozenTeacher`, or the search's table of precomputed outputs); it must have a
-    ``prepare(epoch)`` method. Shapes are checked on ``example_inputs`` before training.
+    ``teacher`` is a :class:`TeacherSource`. Shapes are checked on ``example_inputs`` before
+    training.
     """
 
     def __init__(
         self,
         student: nn.Module,
-        teacher: FrozenTeacher | object,
+        teacher: TeacherSource,
         distiller: Distiller,
         ce_weight: float,
         features: list[FeatureKnowledgeSpec],
@@ -162,7 +166,7 @@ class DistillerMethod(Method):
             logits = self.student(example_inputs)
         student_features = dict(self.student_taps.features)
         self.student.train(was_training)
-        teacher = self.teacher(example_inputs, None)  # type: ignore[operator]
+        teacher = self.teacher(example_inputs, None)
         shapes: dict[str, Shape] = {"logits": tuple(logits.shape)}
         for pair in self.features:
             teacher_shape = teacher.features[pair.teacher].shape
@@ -173,11 +177,11 @@ class DistillerMethod(Method):
         return shapes
 
     def on_epoch_start(self, epoch: EpochStart) -> None:
-        self.teacher.prepare(epoch)  # type: ignore[attr-defined]
+        self.teacher.prepare(epoch)
 
     def knowledge(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Student and teacher knowledge tensors by name for ``batch`` (the student's forward)."""
-        teacher = self.teacher(batch.inputs, batch)  # type: ignore[operator]
+        teacher = self.teacher(batch.inputs, batch)
         assert teacher.logits is not None, "a distiller needs the teacher's logits"
         student: dict[str, torch.Tensor] = {"logits": self.student(batch.inputs)}
         teacher_knowledge = {"logits": teacher.logits}
