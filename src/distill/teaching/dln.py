@@ -197,13 +197,12 @@ def fit_to_pairwise_cross_entropy(network: DynamicLossNetwork, steps: int = 300,
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
     error = torch.zeros(())
+    # normalized, the target keeps its shape at the network's scale (mean |value| 1 on the grid)
+    scale = pairwise_cross_entropy(network.grid).abs().mean() if network.normalize else 1.0
     for _ in range(steps):
         scores = torch.rand(256, 2, generator=generator) * 0.98 + 0.01
         rows = torch.cat([scores, torch.tensor([1.0, 0.0]).expand(256, 2)], dim=1)
-        target = pairwise_cross_entropy(rows)
-        if network.normalize:  # the same shape at the network's scale
-            target = target / pairwise_cross_entropy(network.grid).abs().mean()
-        error = F.mse_loss(network(rows), target)
+        error = F.mse_loss(network(rows), pairwise_cross_entropy(rows) / scale)
         optimizer.zero_grad(set_to_none=True)
         error.backward()
         optimizer.step()
