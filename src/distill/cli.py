@@ -106,51 +106,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="KD-Zero: evolve a distiller for the recipe's teacher–student pair (proxy runs in parallel)",
     )
     search.add_argument("recipe", nargs="?", default=None, help="a recipe (default: quickstart)")
-    search.add_argument("--generations", type=int, default=4, help="generations (default: 4)")
-    search.add_argument("--population", type=int, default=8, help="candidates per generation (default: 8)")
+    # unset options (None) take SearchSettings' defaults, named in the help texts
+    search.add_argument("--generations", type=int, help="generations (default: 4)")
+    search.add_argument("--population", type=int, help="candidates per generation (default: 8)")
     search.add_argument(
         "--budget",
         type=float,
-        default=None,
         metavar="SECONDS",
         help="start no further generation after this many seconds (the first always runs)",
     )
     search.add_argument(
         "--backend",
         choices=["local", "ray"],
-        default="local",
         help="local worker processes (default) or a Ray cluster",
     )
     search.add_argument(
         "--workers",
         type=int,
-        default=2,
-        help="parallel candidates (local processes or Ray CPUs; 0 = in this process)",
+        help="parallel candidates (local processes or Ray CPUs; 0 = in this process; default: 2)",
     )
-    search.add_argument(
-        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local one)"
-    )
-    search.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds per candidate before it is killed"
-    )
+    search.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local one)")
+    search.add_argument("--timeout", type=float, help="seconds per candidate before it is killed (600)")
     search.add_argument(
         "--proxy-epochs",
         type=int,
-        default=None,
         help="epochs of a proxy run (default: a tenth of the student's, at least 2)",
     )
-    search.add_argument("--proxy-fraction", type=float, default=0.5, help="share of the training split (0.5)")
+    search.add_argument("--proxy-fraction", type=float, help="share of the training split (0.5)")
     search.add_argument(
         "--rerank",
         type=int,
-        default=0,
         metavar="K",
         help="train the K proxy-best candidates and KD with the full budget; keep the best on validation",
     )
     search.add_argument(
         "--ce-weight",
         type=float,
-        default=1.0,
         help="weight of the cross-entropy next to each distiller (default: 1, KD-Zero's CE + distiller)",
     )
     search.add_argument(
@@ -385,20 +376,8 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
 
     recipe, path = load_recipe(args.recipe, args.overrides)
     try:
-        settings = SearchSettings(
-            generations=args.generations,
-            population=args.population,
-            budget=args.budget,
-            backend=args.backend,
-            workers=args.workers,
-            address=args.address,
-            timeout=args.timeout,
-            proxy_epochs=args.proxy_epochs,
-            proxy_fraction=args.proxy_fraction,
-            features=[parse_feature(text) for text in args.features],
-            ce_weight=args.ce_weight,
-            rerank=args.rerank,
-        )
+        options = {name: getattr(args, name) for name in SEARCH_OPTIONS if getattr(args, name) is not None}
+        settings = SearchSettings(**options, features=[parse_feature(text) for text in args.features])
     except ValidationError as error:
         first = error.errors()[0]
         raise DistillError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
@@ -453,6 +432,22 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     return 0
+
+
+#: The ``distill search`` options that are :class:`~distill.search.engine.SearchSettings` fields.
+SEARCH_OPTIONS = (
+    "generations",
+    "population",
+    "budget",
+    "backend",
+    "workers",
+    "address",
+    "timeout",
+    "proxy_epochs",
+    "proxy_fraction",
+    "ce_weight",
+    "rerank",
+)
 
 
 def parse_feature(text: str) -> dict[str, str]:
