@@ -16,6 +16,7 @@ a resumed run repeat an uninterrupted one.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -145,6 +146,23 @@ def apply_plan(
     if plan.noise_bank is not None and plan.noise_index is not None:
         inputs = inputs + spec.noise * plan.noise_bank[plan.noise_index[indices]].to(device)
     return inputs, mixing
+
+
+def planned_batches(
+    split_inputs: torch.Tensor,
+    split_targets: torch.Tensor,
+    plan: AugmentPlan | None,
+    batch_size: int,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The split in order, ``(indices, inputs)`` per batch, each batch on ``device`` and
+    augmented as ``plan`` dictates (as is, without a plan): what a teacher sees of one draw."""
+    for start in range(0, len(split_targets), batch_size):
+        indices = torch.arange(start, min(start + batch_size, len(split_targets)))
+        inputs = split_inputs[indices].to(device)
+        if plan is not None:
+            inputs, _ = apply_plan(plan, inputs, indices, split_inputs, split_targets)
+        yield indices, inputs
 
 
 def _geometric(plan: AugmentPlan, inputs: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.data.augment import AugmentPlan, AugmentSpec, apply_plan
+from distill.data.augment import AugmentPlan, AugmentSpec, planned_batches
 from distill.data.bundle import DataBundle, Split
 from distill.files import atomic_write_json
 from distill.schema import PositiveInt, Section
@@ -243,11 +243,8 @@ class TeacherOutputCache:
         assert self._values is not None
         teacher.eval()
         temperature = self.key.temperature
-        for start in range(0, len(split), batch_size):
-            indices = torch.arange(start, min(start + batch_size, len(split)))
-            inputs = split.inputs[indices].to(device)
-            if plan is not None:
-                inputs, _ = apply_plan(plan, inputs, indices, split.inputs, split.targets)
+        for indices, inputs in planned_batches(split.inputs, split.targets, plan, batch_size, device):
+            start = int(indices[0])
             with torch.inference_mode():
                 log_probs = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
             if self.sparse:

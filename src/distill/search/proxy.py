@@ -31,7 +31,7 @@ from torch import nn
 
 from distill.config import validate_recipe
 from distill.data import load_data
-from distill.data.augment import apply_plan
+from distill.data.augment import planned_batches
 from distill.data.bundle import DataBundle, Split
 from distill.engine.trainer import Trainer, TrainSpec
 from distill.errors import DistillError
@@ -95,11 +95,10 @@ class TeacherTable:
             self.draws.move_to_end(epoch.draw)
             return
         parts: list[TeacherOutput] = []
-        for start in range(0, len(self.train), self.batch_size):
-            indices = torch.arange(start, min(start + self.batch_size, len(self.train)))
-            inputs = self.train.inputs[indices].to(epoch.device)
-            if epoch.plan is not None:
-                inputs, _ = apply_plan(epoch.plan, inputs, indices, self.train.inputs, self.train.targets)
+        train = self.train
+        for _, inputs in planned_batches(
+            train.inputs, train.targets, epoch.plan, self.batch_size, epoch.device
+        ):
             parts.append(self.live(inputs))
         assert parts[0].logits is not None
         self.draws[epoch.draw] = TeacherOutput(
