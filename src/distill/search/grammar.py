@@ -317,10 +317,9 @@ class Term:
         """The shape both sides have after the chain; :class:`ShapeError` if an op cannot apply."""
         for op in self.transforms:
             shape = op.output_shape(shape)
-        if shape[0] < DISTANCES.get(self.distance).min_batch:
-            raise ShapeError(
-                f"{self.distance} needs at least {DISTANCES.get(self.distance).min_batch} samples"
-            )
+        min_batch = DISTANCES.get(self.distance).min_batch
+        if shape[0] < min_batch:
+            raise ShapeError(f"{self.distance} needs at least {min_batch} samples")
         return shape
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
