@@ -3,9 +3,10 @@ import math
 import hypothesis.strategies as st
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 
-from distill.losses import kd_loss, soft_cross_entropy
+from distill.losses import kd_loss, kd_loss_from_probs, soft_cross_entropy
 
 
 def test_golden_value_by_hand():
@@ -101,3 +102,32 @@ def test_top_k_kd_is_the_kl_over_top_k_plus_one_rest_bin(k, temperature):
         assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
     else:  # every class kept: exactly Hinton KD
         assert loss.item() == pytest.approx(kd_loss(student, teacher, temperature).item(), rel=1e-5, abs=1e-6)
+
+
+@given(
+    logits=st.lists(st.floats(-8, 8), min_size=24, max_size=24),
+    temperature=st.sampled_from([1.0, 2.0, 4.0]),
+    weight=st.sampled_from([1.0, 0.9]),
+)
+@settings(max_examples=30, deadline=None)
+def test_probability_form_equals_the_kl_form_in_value_and_gradient(logits, temperature, weight):
+    """The per-step form (teacher probabilities and per-sample Σ q log q, as a cache holds
+    them) is ``weight · T² · KL`` as PyTorch's ``kl_div`` computes it, gradient included."""
+    values = torch.tensor(logits).view(2, 4, 3)
+    teacher = values[0]
+    log_q = torch.log_softmax(teacher / temperature, dim=1)
+    q = log_q.exp()
+    reference = values[1].clone().requires_grad_()
+    expected = (
+        weight
+        * temperature**2
+        * F.kl_div(
+            torch.log_softmax(reference / temperature, dim=1), log_q, reduction="batchmean", log_target=True
+        )
+    )
+    expected.backward()
+    student = values[1].clone().requires_grad_()
+    loss = kd_loss_from_probs(student, q, (q * log_q).sum(dim=1), temperature, weight)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
+    torch.testing.assert_close(student.grad, reference.grad, rtol=1e-4, atol=1e-6)

@@ -329,7 +329,8 @@ class Trainer:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             batch = Batch(inputs, targets, indices, self.data.num_classes, mixing, draw)
             terms = self.method.train_step(batch, update)
-            stacked = torch.stack(list(terms.values())).detach()
+            with torch.no_grad():  # the terms' record only: no autograd node for the stack
+                stacked = torch.stack(list(terms.values()))
             for schedule in self.schedules.values():
                 schedule.step()
             if running is None:

@@ -6,7 +6,13 @@ import torch
 
 from distill.losses.attention import attention_map, attention_transfer_loss
 from distill.losses.hint import HintRegressor, fitnet_hint_loss
-from distill.losses.kd import kd_loss, kd_loss_from_log_probs, kd_loss_top_k, soft_cross_entropy
+from distill.losses.kd import (
+    kd_loss,
+    kd_loss_from_log_probs,
+    kd_loss_from_probs,
+    kd_loss_top_k,
+    soft_cross_entropy,
+)
 from distill.losses.mutual import mimicry_loss, mutual_learning_loss
 from distill.losses.slam import slam_loss, slam_mix
 from distill.registry import Registry
@@ -53,6 +59,7 @@ __all__ = [
     "fitnet_hint_loss",
     "kd_loss",
     "kd_loss_from_log_probs",
+    "kd_loss_from_probs",
     "kd_loss_top_k",
     "mimicry_loss",
     "mutual_learning_loss",

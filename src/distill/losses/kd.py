@@ -30,8 +30,10 @@ def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     temperature: float = 4.0,
+    weight: float = 1.0,
 ) -> torch.Tensor:
-    """``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, averaged over the batch.
+    """``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, averaged over the batch (times
+    ``weight``, folded into the loss's one scaling).
 
     Args:
         student_logits: ``(batch, classes)`` raw student outputs.
@@ -45,24 +47,43 @@ def kd_loss(
     _check_logits(student_logits, teacher_logits)
     if temperature <= 0:
         raise ValueError(f"kd_loss: temperature must be > 0, got {temperature}")
-    teacher_log_probs = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
-    return kd_loss_from_log_probs(student_logits, teacher_log_probs, temperature)
+    scaled = teacher_logits.detach() if temperature == 1 else teacher_logits.detach() * (1 / temperature)
+    return kd_loss_from_log_probs(student_logits, F.log_softmax(scaled, dim=1), temperature, weight)
 
 
 def kd_loss_from_log_probs(
-    student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float
+    student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float, weight: float = 1.0
 ) -> torch.Tensor:
     """:func:`kd_loss` with the teacher given as log-probabilities already softened at ``T``
     (as a teacher-output cache stores them): ``T² · KL(q_T ‖ softmax(student/T))``."""
     _check_logits(student_logits, teacher_log_probs)
-    if temperature == 1:  # skip the two scalings: one log-softmax, one KL kernel
-        student_log_probs = F.log_softmax(student_logits, dim=1)
-        return F.kl_div(student_log_probs, teacher_log_probs.detach(), reduction="batchmean", log_target=True)
-    student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
-    divergence = F.kl_div(
-        student_log_probs, teacher_log_probs.detach(), reduction="batchmean", log_target=True
-    )
-    return divergence * temperature**2
+    teacher_log_probs = teacher_log_probs.detach()
+    teacher_probs = teacher_log_probs.exp()
+    sum_p_log_p = torch.dot(teacher_probs.reshape(-1), teacher_log_probs.reshape(-1))
+    return kd_loss_from_probs(student_logits, teacher_probs, sum_p_log_p, temperature, weight)
+
+
+def kd_loss_from_probs(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    sum_p_log_p: torch.Tensor,
+    temperature: float,
+    weight: float = 1.0,
+) -> torch.Tensor:
+    """``weight · T² · KL(q_T ‖ softmax(student/T))`` from the teacher's probabilities ``q_T``
+    and the batch's ``Σ q log q`` (a scalar, or one value per sample): the form the per-step
+    path uses, because it costs the fewest kernels.
+
+    ``KL = Σ q log q − Σ q · log_softmax(s/T)``: the teacher's part is a constant a cache
+    computes once per sample, and the student's part is one log-softmax and one dot product over
+    the flattened batch (no per-element KL tensor, no separate batch-mean and weight scalings).
+    """
+    _check_logits(student_logits, teacher_probs)
+    scaled = student_logits if temperature == 1 else student_logits * (1 / temperature)
+    student_log_probs = F.log_softmax(scaled, dim=1)
+    cross = torch.dot(teacher_probs.detach().reshape(-1), student_log_probs.reshape(-1))
+    constant = sum_p_log_p.detach() if sum_p_log_p.ndim == 0 else sum_p_log_p.detach().sum()
+    return (constant - cross) * (weight * temperature**2 / student_logits.shape[0])
 
 
 def kd_loss_top_k(

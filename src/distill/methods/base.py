@@ -64,6 +64,16 @@ class Batch:
         return self.mixing.mix_targets(self.targets, self.num_classes)
 
 
+def total_loss(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of a step's loss terms, added pairwise: no kernel for a single term, one per
+    further term (stacking them first would cost a stack and a reduction, and their backward)."""
+    values = iter(terms.values())
+    total = next(values)
+    for value in values:
+        total = total + value
+    return total
+
+
 class Method(nn.Module):
     """A training method. Subclasses own their participants and implement :meth:`step`.
 
@@ -93,7 +103,7 @@ class Method(nn.Module):
         and call ``update.minimize(loss, group)`` once per group of :meth:`optimizer_groups`.
         """
         terms = update.forward(batch)
-        update.minimize(torch.stack(list(terms.values())).sum())
+        update.minimize(total_loss(terms))
         return terms
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -163,6 +173,10 @@ class TeacherOutput:
     features: dict[str, torch.Tensor]
     log_probs: torch.Tensor | None = None
     top_classes: torch.Tensor | None = None
+    #: a cache's full distribution as probabilities ``q`` with each sample's ``Σ q log q``, in
+    #: place of ``log_probs`` (the form :func:`distill.losses.kd_loss_from_probs` takes)
+    probs: torch.Tensor | None = None
+    sum_p_log_p: torch.Tensor | None = None
 
 
 class FrozenTeacher:
@@ -236,15 +250,24 @@ class CachedTeacher:
         self.live = live
         self.cache = cache
         self._draw: int | None = None
-        self._draw_outputs: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        # the epoch's draw in memory: full distributions as (probs, Σ q log q per sample),
+        # top-k ones as (log-probs, classes); a batch is then one or two row gathers
+        self._draw_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._draw_is_top_k = False
 
     def prepare(self, epoch: EpochStart) -> None:
         if not self.cache.is_filled(epoch.draw):
             self.cache.fill(
                 epoch.draw, self.live.model, epoch.train, epoch.plan, epoch.device, self.cache.batch_size
             )
-        if self._draw != epoch.draw:  # hold the epoch's draw in memory: a batch is one gather
-            self._draw_outputs = self.cache.draw_outputs(epoch.draw, epoch.device)
+        if self._draw != epoch.draw:
+            values, classes = self.cache.draw_outputs(epoch.draw, epoch.device)
+            if classes is None:
+                probs = values.exp()
+                self._draw_outputs = (probs, (probs * values).sum(dim=1))
+            else:
+                self._draw_outputs = (values, classes)
+            self._draw_is_top_k = classes is not None
             self._draw = epoch.draw
 
     def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput:
@@ -252,9 +275,11 @@ class CachedTeacher:
             raise ValueError("a cached teacher is addressed by the batch's (draw, indices)")
         if self._draw == batch.draw and self._draw_outputs is not None:
             self.cache.hits += 1
-            values, classes = self._draw_outputs
-            rows = batch.indices.to(values.device)
-            log_probs, top_classes = values[rows], None if classes is None else classes[rows]
-        else:
-            log_probs, top_classes = self.cache.outputs(batch.draw, batch.indices, inputs.device)
+            first, second = self._draw_outputs
+            rows = batch.indices.to(first.device)
+            first, second = first.index_select(0, rows), second.index_select(0, rows)
+            if self._draw_is_top_k:
+                return TeacherOutput(None, {}, first, second)
+            return TeacherOutput(None, {}, probs=first, sum_p_log_p=second)
+        log_probs, top_classes = self.cache.outputs(batch.draw, batch.indices, inputs.device)
         return TeacherOutput(None, {}, log_probs, top_classes)

@@ -33,7 +33,7 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.losses.mutual import mimicry_loss
-from distill.methods.base import Batch, Method, MethodSpec, Update
+from distill.methods.base import Batch, Method, MethodSpec, Update, total_loss
 from distill.methods.registry import METHODS, MethodContext
 from distill.methods.scratch import classification_loss
 from distill.models.registry import nested_model_spec
@@ -151,7 +151,7 @@ class DeepMutualLearning(Method):
                         with frozen_norm_statistics(self.peers[earlier]):
                             logits[earlier] = self.peers[earlier](batch.inputs)
             peer_terms = self._peer_loss(index, logits, batch)
-            update.minimize(torch.stack(list(peer_terms.values())).sum(), f"peer{index}")
+            update.minimize(total_loss(peer_terms), f"peer{index}")
             terms.update({name: value.detach() for name, value in peer_terms.items()})
         return terms
 

@@ -28,6 +28,7 @@ from distill.losses import (
     fitnet_hint_loss,
     kd_loss,
     kd_loss_from_log_probs,
+    kd_loss_from_probs,
     kd_loss_top_k,
 )
 from distill.methods.base import (
@@ -144,12 +145,20 @@ class KnowledgeDistillation(Method):
                 kd_term = kd_loss_top_k(
                     student_logits, teacher.log_probs, teacher.top_classes, self.temperature
                 )
+                kd_term = _weighted(self.kd_weight, kd_term)
+            elif teacher.probs is not None:
+                assert teacher.sum_p_log_p is not None
+                kd_term = kd_loss_from_probs(
+                    student_logits, teacher.probs, teacher.sum_p_log_p, self.temperature, self.kd_weight
+                )
             elif teacher.log_probs is not None:
-                kd_term = kd_loss_from_log_probs(student_logits, teacher.log_probs, self.temperature)
+                kd_term = kd_loss_from_log_probs(
+                    student_logits, teacher.log_probs, self.temperature, self.kd_weight
+                )
             else:
                 assert teacher.logits is not None
-                kd_term = kd_loss(student_logits, teacher.logits, self.temperature)
-            terms["kd"] = _weighted(self.kd_weight, kd_term)
+                kd_term = kd_loss(student_logits, teacher.logits, self.temperature, self.kd_weight)
+            terms["kd"] = kd_term
         if self.ce_weight:
             terms["ce"] = _weighted(self.ce_weight, classification_loss(student_logits, batch))
         for index, pair in enumerate(self.pairs):
