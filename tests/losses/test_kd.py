@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 
-from distill.losses import kd_loss, kd_loss_from_probs, soft_cross_entropy
+from distill.losses import kd_loss, kd_loss_from_probs, scalar, soft_cross_entropy
 
 
 def test_golden_value_by_hand():
@@ -131,3 +131,10 @@ def test_probability_form_equals_the_kl_form_in_value_and_gradient(logits, tempe
     loss.backward()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-5)
     torch.testing.assert_close(student.grad, reference.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_scalar_constants_are_made_once_per_value_dtype_and_device():
+    single, double = torch.zeros(2), torch.zeros(2, dtype=torch.float64)
+    assert scalar(0.25, single) is scalar(0.25, single)
+    assert scalar(0.25, double).dtype == torch.float64 and scalar(0.25, double).ndim == 0
+    torch.testing.assert_close(single * scalar(0.25, single), single * 0.25)

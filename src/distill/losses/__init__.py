@@ -11,6 +11,7 @@ from distill.losses.kd import (
     kd_loss_from_log_probs,
     kd_loss_from_probs,
     kd_loss_top_k,
+    scalar,
     soft_cross_entropy,
 )
 from distill.losses.mutual import mimicry_loss, mutual_learning_loss
@@ -63,6 +64,7 @@ __all__ = [
     "kd_loss_top_k",
     "mimicry_loss",
     "mutual_learning_loss",
+    "scalar",
     "slam_loss",
     "slam_mix",
     "soft_cross_entropy",

@@ -30,6 +30,7 @@ from distill.losses import (
     kd_loss_from_log_probs,
     kd_loss_from_probs,
     kd_loss_top_k,
+    scalar,
 )
 from distill.methods.base import (
     Batch,
@@ -175,7 +176,7 @@ class KnowledgeDistillation(Method):
 
 def _weighted(weight: float, term: torch.Tensor) -> torch.Tensor:
     """``weight · term``, without an extra kernel when the weight is 1."""
-    return term if weight == 1 else weight * term
+    return term if weight == 1 else term * scalar(weight, term)
 
 
 @METHODS.register_factory("kd", "Hinton KD from a frozen teacher, optional FitNet/attention feature terms")
