@@ -214,6 +214,10 @@ def test_bench_writes_json_with_the_documented_shape_and_markdown(tmp_path, caps
         assert task["kd_cached_over_scratch"] == pytest.approx(
             task["kd_cached_epoch_s"] / task["scratch_epoch_s"]
         )
+        assert task["kd_cached_extra_ms_per_step"] == pytest.approx(
+            1000 * (task["kd_cached_epoch_s"] - task["scratch_epoch_s"]) / task["steps_per_epoch"]
+        )
+        assert task["scratch_unfused_optimizer_epoch_s"] > 0
     assert result["cache"]["bytes_per_sample"] == {"full": 400, "top10": 40}
     assert result["machine"]["torch"]
     markdown = (tmp_path / "bench" / "bench.md").read_text()
