@@ -115,7 +115,7 @@ class StudentSpec(Section):
         if self.teacher_cache is not None and self.method.cacheable_temperature() is None:
             raise ValueError(
                 f"teacher_cache: method '{self.method.name}' cannot use a teacher-output cache "
-                "(it needs no teacher, or it matches features, which are not cached)"
+                "(it needs no teacher, or it changes the teacher while training)"
             )
         return self
 

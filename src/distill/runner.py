@@ -376,6 +376,7 @@ class RecipeRunner:
             temperature,
             options.top_k,
             options.precision,
+            spec.method.cached_teacher_layers(),
         )
         if not distributed.is_initialized():
             return TeacherOutputCache(key, options.directory, options.batch_size, options.rest)

@@ -149,6 +149,15 @@ CASES = {
         ),
         "unknown layer 'layer9'",
     ),
+    "unknown feature layer, cached": (
+        lambda f: with_student(
+            tiny_recipe(),
+            1,
+            method={"name": "kd", "features": [{"student": "body", "teacher": "layer9"}]},
+            teacher_cache={},
+        ),
+        "unknown layer 'layer9'",
+    ),
 }
 
 

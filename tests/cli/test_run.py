@@ -183,12 +183,23 @@ def test_summarize_aggregates_runs(finished_run, tmp_path, capsys):
     assert "no summary.json" in capsys.readouterr().err
 
 
-def test_cached_teacher_outputs_are_reused_across_runs(tmp_path, write_recipe, monkeypatch, caplog):
+HINT_STUDENT = {
+    "model": {"name": "cnn1d", "channels": [8, 8]},
+    "method": {
+        "name": "kd",
+        "temperature": 2.0,
+        "features": [{"student": "features.1", "teacher": "features.1"}],
+    },
+}
+
+
+@pytest.mark.parametrize("student", [{}, HINT_STUDENT], ids=["logits", "logits-and-hint-features"])
+def test_cached_teacher_outputs_are_reused_across_runs(tmp_path, write_recipe, monkeypatch, caplog, student):
     import logging
 
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
     recipe = tiny_recipe()
-    recipe["students"] = [dict(recipe["students"][1], teacher_cache={"precision": "float32"})]
+    recipe["students"] = [dict(recipe["students"][1], teacher_cache={"precision": "float32"}, **student)]
     recipe["train"]["augment"]["draws"] = 2
     path = write_recipe(recipe)
     with caplog.at_level(logging.INFO, logger="distill"):

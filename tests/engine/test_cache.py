@@ -168,3 +168,101 @@ def test_draw_count_helper():
     assert cache_draws(epochs=30, augment_enabled=False, fixed_draws=None) == 1
     assert cache_draws(epochs=30, augment_enabled=True, fixed_draws=None) == 30
     assert cache_draws(epochs=30, augment_enabled=True, fixed_draws=4) == 4
+
+
+def feature_key(teacher, data, layers=("features.0", "features.1"), **changes):
+    key = CacheKey.for_training(
+        teacher, data, AUGMENT, 0, 4, 2.0, changes.pop("top_k", None), "float32", layers
+    )
+    return key
+
+
+def test_tapped_teacher_features_are_stored_and_equal_the_live_ones(tmp_path, data, teacher):
+    key = feature_key(teacher, data)
+    assert key.features == (("features.0", (8, 12)), ("features.1", (8, 6)))
+    cache = TeacherOutputCache(key, tmp_path, batch_size=64)
+    assert cache.bytes_per_sample() == 6 * 4 + (8 * 12 + 8 * 6) * 4
+    plan = draw_plan(AUGMENT, len(data.train), data.input_shape, seed=7)
+    cache.fill(0, teacher, data.train, plan, torch.device("cpu"), batch_size=64)
+    indices = torch.randperm(len(data.train))[:19]
+    inputs, _ = apply_plan(plan, data.train.inputs[indices], indices, data.train.inputs, data.train.targets)
+    recorded = {}
+    hooks = [
+        teacher.get_submodule(name).register_forward_hook(
+            lambda _m, _i, output, name=name: recorded.__setitem__(name, output.clone())
+        )
+        for name in ("features.0", "features.1")
+    ]
+    with torch.no_grad():
+        teacher(inputs)
+    for hook in hooks:
+        hook.remove()
+    stored = cache.features(0, indices, torch.device("cpu"))
+    assert set(stored) == {"features.0", "features.1"}
+    for name, value in stored.items():
+        torch.testing.assert_close(value, recorded[name], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        cache.draw_features(0, torch.device("cpu"))["features.1"][indices], stored["features.1"]
+    )
+    assert not teacher.get_submodule("features.0")._forward_hooks  # the fill's taps are removed
+
+
+def test_feature_layers_are_part_of_the_key_and_a_logits_only_key_is_unchanged(data, teacher):
+    logits_only = CacheKey.for_training(teacher, data, AUGMENT, 0, 4, 2.0, None, "float32")
+    assert "features" not in logits_only.fields()
+    one, two = feature_key(teacher, data, ("features.1",)), feature_key(teacher, data)
+    assert len({logits_only.digest(), one.digest(), two.digest()}) == 3
+    assert feature_key(teacher, data, ("features.1", "features.0")).digest() == two.digest()
+
+
+def test_a_truncated_feature_file_is_rebuilt(tmp_path, data, teacher, caplog):
+    cache = TeacherOutputCache(feature_key(teacher, data), tmp_path, batch_size=64)
+    plan = draw_plan(AUGMENT, len(data.train), data.input_shape, seed=7)
+    cache.fill(0, teacher, data.train, plan, torch.device("cpu"), batch_size=64)
+    path = cache.path / "feature-1.npy"
+    path.write_bytes(path.read_bytes()[:300])
+    with caplog.at_level(logging.WARNING, logger="distill"):
+        rebuilt = TeacherOutputCache(feature_key(teacher, data), tmp_path, batch_size=64)
+    assert "is damaged" in caplog.text and not rebuilt.is_filled(0)
+
+
+@pytest.mark.parametrize("loss", ["hint", "attention"])
+def test_feature_kd_with_cache_gives_the_live_terms_without_running_the_teacher(
+    tmp_path, data, teacher, loss
+):
+    torch.manual_seed(1)
+    student = build_model(CNN1dSpec(channels=[4, 4]), data.input_shape, data.num_classes)
+    spec = KDSpec(
+        temperature=2.0, features=[{"student": "features.1", "teacher": "features.1", "loss": loss}]
+    )
+    cache = TeacherOutputCache(
+        CacheKey.for_training(
+            teacher, data, AUGMENT, 0, 1, 2.0, None, "float32", spec.cached_teacher_layers()
+        ),
+        tmp_path,
+        batch_size=64,
+    )
+    example = data.train.inputs[:4]
+    live = build_method(spec, MethodContext(student, teacher, example, data.num_classes))
+    cached = build_method(
+        spec, MethodContext(student, teacher, example, data.num_classes, teacher_cache=cache)
+    )
+    cached.load_state_dict(live.state_dict())  # the same hint regressor
+    plan = draw_plan(AUGMENT, len(data.train), data.input_shape, seed=3)
+    cached.on_epoch_start(EpochStart(0, 0, plan, data.train, torch.device("cpu")))
+    indices = torch.arange(10, 42)
+    inputs, mixing = apply_plan(
+        plan, data.train.inputs[indices], indices, data.train.inputs, data.train.targets
+    )
+    batch = Batch(inputs, data.train.targets[indices], indices, data.num_classes, mixing, draw=0)
+    live_terms = live.step(batch)
+    calls = []
+    hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        cached_terms = cached.step(batch)
+    finally:
+        hook.remove()
+    assert not calls  # the step read the teacher's logits and features from the cache
+    assert set(cached_terms) == set(live_terms) == {"kd", "ce", f"{loss}:features.1"}
+    for name in live_terms:
+        torch.testing.assert_close(cached_terms[name], live_terms[name], rtol=1e-4, atol=1e-6)

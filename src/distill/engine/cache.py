@@ -18,6 +18,10 @@ fingerprint, the augmentation spec and seed, the number of draws, ``T``, ``top_k
 storage precision: any change selects another cache. Each draw is filled the first time it is
 needed and stamped with a CRC32; a draw whose bytes no longer match, or a truncated file, is
 detected and recomputed, with a message.
+
+A method that matches features (FitNet hints, attention transfer) also gets the tapped teacher
+layers' outputs stored per (draw, sample), in the same precision: then the teacher does not run
+at all after a draw is filled. The layers and their per-sample shapes are part of the key.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import hashlib
 import json
 import logging
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +42,7 @@ from torch import nn
 from distill.data.augment import AugmentPlan, AugmentSpec, planned_batches
 from distill.data.bundle import DataBundle, Split
 from distill.files import atomic_write_json
+from distill.models.taps import FeatureTaps
 from distill.schema import PositiveInt, Section
 
 LOG = logging.getLogger("distill")
@@ -81,6 +87,8 @@ class CacheKey:
     precision: str
     num_samples: int
     num_classes: int
+    #: tapped teacher layers stored alongside the outputs: (module name, per-sample shape)
+    features: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @classmethod
     def for_training(
@@ -93,9 +101,12 @@ class CacheKey:
         temperature: float,
         top_k: int | None,
         precision: str,
+        feature_layers: Sequence[str] = (),
     ) -> CacheKey:
         """The key of the cache a KD run needs: ``teacher`` on ``data``'s training split under
-        ``augment`` drawn from ``seed`` for ``epochs`` epochs, softened at ``temperature``."""
+        ``augment`` drawn from ``seed`` for ``epochs`` epochs, softened at ``temperature``, with
+        the outputs of the teacher modules ``feature_layers`` (their shapes are probed on one
+        training sample)."""
         return cls(
             teacher=weights_fingerprint(teacher),
             data=data.fingerprint,
@@ -107,11 +118,40 @@ class CacheKey:
             precision=precision,
             num_samples=len(data.train),
             num_classes=data.num_classes,
+            features=feature_shapes(teacher, data.train.inputs[:1], feature_layers),
         )
 
+    def fields(self) -> dict[str, Any]:
+        """The key as JSON values (what ``meta.json`` stores); ``features`` only when there are
+        any, so that a logits-only key reads as it did before features could be cached."""
+        fields = json.loads(json.dumps(self.__dict__))
+        if not self.features:
+            del fields["features"]
+        return fields
+
     def digest(self) -> str:
-        payload = json.dumps({"version": FORMAT_VERSION, **self.__dict__}, sort_keys=True)
+        payload = json.dumps({"version": FORMAT_VERSION, **self.fields()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def feature_shapes(
+    teacher: nn.Module, example: torch.Tensor, layers: Sequence[str]
+) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``(layer, per-sample output shape)`` of each named teacher module, in sorted order."""
+    if not layers:
+        return ()
+    names = sorted(set(layers))
+    taps = FeatureTaps(teacher, names, owner="teacher_cache")
+    try:
+        was_training = teacher.training
+        teacher.eval()
+        device = next(teacher.parameters(), torch.empty(0)).device
+        with torch.inference_mode():
+            teacher(example.to(device))
+        teacher.train(was_training)
+        return tuple((name, tuple(taps.features[name].shape[1:])) for name in names)
+    finally:
+        taps.remove()
 
 
 def default_cache_root() -> Path:
@@ -135,6 +175,7 @@ class TeacherOutputCache:
         self.dtype = np.float16 if key.precision == "float16" else np.float32
         self._values: np.memmap | None = None
         self._classes: np.memmap | None = None
+        self._features: dict[str, np.memmap] = {}
         self._verified: set[int] = set()
         self.hits = 0
         self.fills = 0
@@ -149,8 +190,15 @@ class TeacherOutputCache:
     def sparse(self) -> bool:
         return self.stored_classes < self.key.num_classes
 
-    def _shape(self) -> tuple[int, int, int]:
+    def _shape(self, name: str = "values") -> tuple[int, ...]:
+        if name.startswith("feature-"):
+            _, shape = self.key.features[int(name.removeprefix("feature-"))]
+            return (self.key.draws, self.key.num_samples, *shape)
         return (self.key.draws, self.key.num_samples, self.stored_classes)
+
+    def _feature_files(self) -> dict[str, str]:
+        """Tapped layer name → its file's stem (``feature-<i>``, by the key's order)."""
+        return {name: f"feature-{index}" for index, (name, _) in enumerate(self.key.features)}
 
     def _open(self) -> None:
         meta = self._read_meta()
@@ -159,6 +207,9 @@ class TeacherOutputCache:
                 self._values = self._load_checked("values")
                 if self.sparse:
                     self._classes = self._load_checked("classes")
+                self._features = {
+                    name: self._load_checked(stem) for name, stem in self._feature_files().items()
+                }
                 self.meta = meta
                 return
             except (OSError, ValueError, EOFError) as error:
@@ -170,8 +221,8 @@ class TeacherOutputCache:
         (numpy would silently extend a truncated file opened for writing)."""
         path = self.path / f"{name}.npy"
         probe = np.load(path, mmap_mode="r")  # raises on a file shorter than its header says
-        if probe.shape != self._shape():
-            raise ValueError(f"{name}.npy has shape {probe.shape}, expected {self._shape()}")
+        if probe.shape != self._shape(name):
+            raise ValueError(f"{name}.npy has shape {probe.shape}, expected {self._shape(name)}")
         if path.stat().st_size < probe.offset + probe.nbytes:
             raise ValueError(f"{name}.npy is truncated")
         del probe
@@ -185,7 +236,7 @@ class TeacherOutputCache:
         except (OSError, json.JSONDecodeError) as error:
             LOG.warning("teacher cache %s has unreadable metadata (%s); rebuilding it", self.path, error)
             return None
-        if meta.get("key") != self.key.__dict__:
+        if meta.get("key") != self.key.fields():
             LOG.warning("teacher cache %s belongs to another key; rebuilding it", self.path)
             return None
         return meta
@@ -200,7 +251,13 @@ class TeacherOutputCache:
             self._classes = np.lib.format.open_memmap(
                 self.path / "classes.npy", mode="w+", dtype=class_dtype, shape=self._shape()
             )
-        self.meta = {"key": self.key.__dict__, "checksums": {}}
+        self._features = {
+            name: np.lib.format.open_memmap(
+                self.path / f"{stem}.npy", mode="w+", dtype=self.dtype, shape=self._shape(stem)
+            )
+            for name, stem in self._feature_files().items()
+        }
+        self.meta = {"key": self.key.fields(), "checksums": {}}
         atomic_write_json(self.meta_path, self.meta)
 
     def _checksum(self, draw: int) -> int:
@@ -208,13 +265,17 @@ class TeacherOutputCache:
         checksum = zlib.crc32(np.ascontiguousarray(self._values[draw]).data)
         if self._classes is not None:
             checksum = zlib.crc32(np.ascontiguousarray(self._classes[draw]).data, checksum)
+        for stored in self._features.values():
+            checksum = zlib.crc32(np.ascontiguousarray(stored[draw]).data, checksum)
         return checksum
 
     def bytes_per_sample(self) -> int:
         """Bytes stored per (draw, sample)."""
-        values = self.stored_classes * np.dtype(self.dtype).itemsize
+        itemsize = np.dtype(self.dtype).itemsize
+        values = self.stored_classes * itemsize
         classes = 0 if self._classes is None else self.stored_classes * self._classes.dtype.itemsize
-        return values + classes
+        features = sum(int(np.prod(shape)) * itemsize for _, shape in self.key.features)
+        return values + classes + features
 
     # ------------------------------------------------------------------ use
     def is_filled(self, draw: int) -> bool:
@@ -243,24 +304,38 @@ class TeacherOutputCache:
         assert self._values is not None
         teacher.eval()
         temperature = self.key.temperature
-        for indices, inputs in planned_batches(split.inputs, split.targets, plan, batch_size, device):
-            start = int(indices[0])
-            with torch.inference_mode():
-                log_probs = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
-            if self.sparse:
-                assert self._classes is not None
-                top_values, top_classes = log_probs.topk(self.stored_classes, dim=1)
-                self._values[draw, start : start + len(indices)] = top_values.cpu().numpy()
-                self._classes[draw, start : start + len(indices)] = top_classes.cpu().numpy()
-            else:
-                self._values[draw, start : start + len(indices)] = log_probs.cpu().numpy()
+        taps = FeatureTaps(teacher, list(self._features), owner="teacher_cache")
+        try:
+            for indices, inputs in planned_batches(split.inputs, split.targets, plan, batch_size, device):
+                with torch.inference_mode():
+                    log_probs = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
+                self._store(draw, int(indices[0]), log_probs, taps.features)
+        finally:
+            taps.remove()
         self._values.flush()
         if self._classes is not None:
             self._classes.flush()
+        for stored in self._features.values():
+            stored.flush()
         self.meta["checksums"][str(draw)] = self._checksum(draw)
         atomic_write_json(self.meta_path, self.meta)
         self._verified.add(draw)
         self.fills += 1
+
+    def _store(
+        self, draw: int, start: int, log_probs: torch.Tensor, features: dict[str, torch.Tensor]
+    ) -> None:
+        """Write one filled batch, samples ``start …``, of draw ``draw``."""
+        assert self._values is not None
+        rows = slice(start, start + len(log_probs))
+        if self._classes is not None:
+            top_values, top_classes = log_probs.topk(self.stored_classes, dim=1)
+            self._values[draw, rows] = top_values.cpu().numpy()
+            self._classes[draw, rows] = top_classes.cpu().numpy()
+        else:
+            self._values[draw, rows] = log_probs.cpu().numpy()
+        for name, stored in self._features.items():
+            stored[draw, rows] = features[name].float().cpu().numpy()
 
     def outputs(
         self, draw: int, indices: torch.Tensor, device: torch.device
@@ -285,6 +360,20 @@ class TeacherOutputCache:
         if self.rest == "uniform":
             return spread_rest_uniformly(values, classes, self.key.num_classes), None
         return values, classes
+
+    def features(self, draw: int, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """The stored tapped-layer outputs of the samples ``indices`` under draw ``draw``."""
+        return self._feature_rows(draw, indices.numpy(), device)
+
+    def draw_features(self, draw: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """Every sample's stored tapped-layer outputs under draw ``draw`` (as float32)."""
+        return self._feature_rows(draw, slice(None), device)
+
+    def _feature_rows(self, draw: int, rows: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        return {
+            name: torch.from_numpy(np.asarray(stored[draw, rows], dtype=np.float32)).to(device)
+            for name, stored in self._features.items()
+        }
 
 
 def spread_rest_uniformly(

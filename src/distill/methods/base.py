@@ -39,6 +39,10 @@ class MethodSpec(Section):
         if the method cannot use a teacher-output cache."""
         return None
 
+    def cached_teacher_layers(self) -> list[str]:
+        """Teacher modules whose outputs a teacher-output cache must store for this method."""
+        return []
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -238,6 +242,10 @@ class TeacherOutputStore(Protocol):
 
     def draw_outputs(self, draw: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
+    def features(self, draw: int, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]: ...
+
+    def draw_features(self, draw: int, device: torch.device) -> dict[str, torch.Tensor]: ...
+
 
 class CachedTeacher:
     """A frozen teacher whose outputs come from a :class:`~distill.engine.cache.TeacherOutputCache`.
@@ -253,6 +261,7 @@ class CachedTeacher:
         # the epoch's draw in memory: full distributions as (probs, Σ q log q per sample),
         # top-k ones as (log-probs, classes); a batch is then one or two row gathers
         self._draw_outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._draw_features: dict[str, torch.Tensor] = {}
         self._draw_is_top_k = False
 
     def prepare(self, epoch: EpochStart) -> None:
@@ -267,6 +276,7 @@ class CachedTeacher:
                 self._draw_outputs = (probs, (probs * values).sum(dim=1))
             else:
                 self._draw_outputs = (values, classes)
+            self._draw_features = self.cache.draw_features(epoch.draw, epoch.device)
             self._draw_is_top_k = classes is not None
             self._draw = epoch.draw
 
@@ -278,8 +288,10 @@ class CachedTeacher:
             first, second = self._draw_outputs
             rows = batch.indices.to(first.device)
             first, second = first.index_select(0, rows), second.index_select(0, rows)
+            features = {name: value.index_select(0, rows) for name, value in self._draw_features.items()}
             if self._draw_is_top_k:
-                return TeacherOutput(None, {}, first, second)
-            return TeacherOutput(None, {}, probs=first, sum_p_log_p=second)
+                return TeacherOutput(None, features, first, second)
+            return TeacherOutput(None, features, probs=first, sum_p_log_p=second)
         log_probs, top_classes = self.cache.outputs(batch.draw, batch.indices, inputs.device)
-        return TeacherOutput(None, {}, log_probs, top_classes)
+        features = self.cache.features(batch.draw, batch.indices, inputs.device)
+        return TeacherOutput(None, features, log_probs, top_classes)

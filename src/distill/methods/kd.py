@@ -75,7 +75,10 @@ class KDSpec(MethodSpec):
         return self
 
     def cacheable_temperature(self) -> float | None:
-        return None if self.features else self.temperature
+        return self.temperature
+
+    def cached_teacher_layers(self) -> list[str]:
+        return [pair.teacher for pair in self.features]
 
 
 class KnowledgeDistillation(Method):
@@ -99,10 +102,10 @@ class KnowledgeDistillation(Method):
         self.kd_weight = kd_weight
         self.ce_weight = ce_weight
         self.pairs = list(features)
-        live = FrozenTeacher(teacher, [pair.teacher for pair in self.pairs], teacher_precision)
-        self.teacher: FrozenTeacher | CachedTeacher = live
+        self.live_teacher = FrozenTeacher(teacher, [pair.teacher for pair in self.pairs], teacher_precision)
+        self.teacher: FrozenTeacher | CachedTeacher = self.live_teacher
         if teacher_cache is not None:
-            self.teacher = CachedTeacher(live, teacher_cache)
+            self.teacher = CachedTeacher(self.live_teacher, teacher_cache)
         self.student_taps = FeatureTaps(
             student, [pair.student for pair in self.pairs], owner=f"{owner}.features (student)"
         )
@@ -116,7 +119,7 @@ class KnowledgeDistillation(Method):
         with torch.no_grad():
             self.student(example_inputs)
         student_features = dict(self.student_taps.features)
-        teacher_features = self.teacher(example_inputs, None).features
+        teacher_features = self.live_teacher(example_inputs).features
         self.student.train(was_training)
         for index, pair in enumerate(self.pairs):
             student_shape = student_features[pair.student].shape
