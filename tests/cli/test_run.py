@@ -229,9 +229,17 @@ def test_bench_writes_json_with_the_documented_shape_and_markdown(tmp_path, caps
             1000 * (task["kd_cached_epoch_s"] - task["scratch_epoch_s"]) / task["steps_per_epoch"]
         )
         assert task["scratch_unfused_optimizer_epoch_s"] > 0
+    for name in ("mnist1d-cnn", "images-resnet32x4-resnet8x4"):  # tasks with a FitNet hint pair
+        hinted = result["tasks"][name]
+        assert hinted["kd_hint_cached_over_scratch"] == pytest.approx(
+            hinted["kd_hint_cached_epoch_s"] / hinted["scratch_epoch_s"]
+        )
+        assert hinted["kd_hint_live_epoch_s"] > 0
+    assert "kd_hint_cached_epoch_s" not in result["tasks"]["mnist1d-mlp"]
     assert result["cache"]["bytes_per_sample"] == {"full": 400, "top10": 40}
     assert result["machine"]["torch"]
     markdown = (tmp_path / "bench" / "bench.md").read_text()
     assert "| mnist1d-mlp |" in markdown and "top10" in markdown
+    assert "| mnist1d-cnn | features.1 ← features.1 |" in markdown
     assert [c["temperature"] for c in result["cache"]["top_k_vs_full"]] == [4.0, 1.0]
     assert "| images-resnet32x4-resnet8x4 |" in capsys.readouterr().out

@@ -73,6 +73,21 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"| {task['kd_cached_augmented_over_scratch_augmented']:.2f}× "
             f"| {task['scratch_unfused_optimizer_over_scratch']:.2f}× |"
         )
+    hinted = {name: task for name, task in result["tasks"].items() if "kd_hint_cached_epoch_s" in task}
+    if hinted:
+        lines += [
+            "",
+            "| task | FitNet hint (student ← teacher) | KD + hint live s/epoch | KD + hint cached "
+            "| live/scratch | cached/scratch |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for name, task in hinted.items():
+            student_layer, teacher_layer = task["hint_layers"]
+            lines.append(
+                f"| {name} | {student_layer} ← {teacher_layer} | {task['kd_hint_live_epoch_s']:.3f} "
+                f"| {task['kd_hint_cached_epoch_s']:.3f} | {task['kd_hint_live_over_scratch']:.2f}× "
+                f"| {task['kd_hint_cached_over_scratch']:.2f}× |"
+            )
     cache = result["cache"]
     lines.append("")
     for comparison in cache["top_k_vs_full"]:

@@ -23,6 +23,8 @@ class BenchTask:
     student: ModelSpec
     batch_size: int
     augment: AugmentSpec
+    #: (student layer, teacher layer) of a FitNet hint the bench also times, if any
+    hint: tuple[str, str] | None = None
 
 
 #: Number of image samples per epoch at each bench scale.
@@ -48,7 +50,15 @@ def bench_tasks(scale: str) -> list[BenchTask]:
     teacher_1d = CNN1dSpec(channels=[64, 64, 64])
     return [
         BenchTask("mnist1d-mlp", mnist1d, teacher_1d, MLPSpec(hidden=[256, 256]), 128, signal_augment),
-        BenchTask("mnist1d-cnn", mnist1d, teacher_1d, CNN1dSpec(channels=[16, 16]), 128, signal_augment),
+        BenchTask(
+            "mnist1d-cnn",
+            mnist1d,
+            teacher_1d,
+            CNN1dSpec(channels=[16, 16]),
+            128,
+            signal_augment,
+            hint=("features.1", "features.1"),
+        ),
         BenchTask(
             "images-resnet32x4-resnet8x4",
             images,
@@ -57,5 +67,6 @@ def bench_tasks(scale: str) -> list[BenchTask]:
             ResNetSpec(depth=8, width=1 if scale == "tiny" else 4),
             64,
             AugmentSpec(flip=True, crop_padding=4, draws=1),
+            hint=("layer3", "layer3"),
         ),
     ]

@@ -19,7 +19,7 @@ from distill.engine.cache import CacheKey, TeacherOutputCache
 from distill.engine.optim import OptimizerSpec
 from distill.engine.trainer import Trainer, TrainSpec, steps_per_epoch
 from distill.methods import MethodContext, build_method
-from distill.methods.kd import KDSpec
+from distill.methods.kd import FeaturePairSpec, KDSpec
 from distill.methods.scratch import ScratchSpec
 from distill.models import build_model
 
@@ -36,9 +36,10 @@ def _trainer(
     augment: AugmentSpec,
     cache=None,
     fused_optimizer: bool = True,
+    kd: KDSpec = KD,
 ):
     """One epoch at a time of KD (given a teacher) or of scratch training (teacher ``None``)."""
-    spec = KD if teacher is not None else ScratchSpec()
+    spec = kd if teacher is not None else ScratchSpec()
     context = MethodContext(
         student,
         teacher,
@@ -59,9 +60,27 @@ def _trainer(
     return lambda: trainer.train_epoch(next(epoch))
 
 
-def _cache(task: BenchTask, teacher, augment: AugmentSpec, root: Path) -> TeacherOutputCache:
-    key = CacheKey.for_training(teacher, task.data, augment, 0, BUDGET_EPOCHS, TEMPERATURE, None, "float16")
+def _cache(task: BenchTask, teacher, augment: AugmentSpec, root: Path, kd: KDSpec = KD) -> TeacherOutputCache:
+    key = CacheKey.for_training(
+        teacher,
+        task.data,
+        augment,
+        0,
+        BUDGET_EPOCHS,
+        TEMPERATURE,
+        None,
+        "float16",
+        kd.cached_teacher_layers(),
+    )
     return TeacherOutputCache(key, root)
+
+
+def _hint_kd(task: BenchTask) -> KDSpec | None:
+    """KD plus a FitNet hint between the task's paired layers (``None``: the task has none)."""
+    if task.hint is None:
+        return None
+    student_layer, teacher_layer = task.hint
+    return KD.model_copy(update={"features": [FeaturePairSpec(student=student_layer, teacher=teacher_layer)]})
 
 
 def _plain_loop(task: BenchTask, student, teacher) -> Callable[[], Any]:
@@ -98,6 +117,17 @@ def time_task(task: BenchTask, repeats: int) -> dict[str, Any]:
                 _cache(task, teacher, task.augment, Path(root)),
             ),
         }
+        hint = _hint_kd(task)
+        if hint is not None:  # feature KD: the teacher's tapped layer live, or from the cache
+            variants["kd_hint_live_epoch_s"] = _trainer(task, fresh(), copy.deepcopy(teacher), plain, kd=hint)
+            variants["kd_hint_cached_epoch_s"] = _trainer(
+                task,
+                fresh(),
+                copy.deepcopy(teacher),
+                plain,
+                _cache(task, teacher, plain, Path(root), hint),
+                kd=hint,
+            )
         fill_seconds = {}
         for name, run_epoch in variants.items():  # warm-up; fills the caches' single draw
             started = time.perf_counter()
@@ -128,5 +158,9 @@ def time_task(task: BenchTask, repeats: int) -> dict[str, Any]:
     result["kd_cached_augmented_over_scratch_augmented"] = (
         result["kd_cached_augmented_epoch_s"] / result["scratch_augmented_epoch_s"]
     )
+    if hint is not None:
+        result["hint_layers"] = list(task.hint or ())
+        result["kd_hint_cached_over_scratch"] = result["kd_hint_cached_epoch_s"] / scratch
+        result["kd_hint_live_over_scratch"] = result["kd_hint_live_epoch_s"] / scratch
     result["raw_seconds"] = samples
     return result
