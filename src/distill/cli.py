@@ -168,7 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     sizes = bench.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="small sizes, under about 2 minutes")
     sizes.add_argument("--tiny", action="store_true", help="smallest sizes, for tests (numbers meaningless)")
-    bench.add_argument("--repeats", type=int, default=None, help="timed epochs per variant")
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help=(
+            "timed epochs per variant, at least (short epochs are repeated until each variant "
+            "is timed for 2 s in all; 0.5 s with --quick)"
+        ),
+    )
     bench.add_argument("--output-dir", type=Path, default=None, help="where bench.json/.md go")
 
     summarize = commands.add_parser(

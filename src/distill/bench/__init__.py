@@ -29,6 +29,10 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+#: Seconds each variant is timed for at least, in all its rounds, per scale.
+MIN_SECONDS = {"tiny": 0.0, "quick": 0.5, "full": 2.0}
+
+
 def run_bench(scale: str = "full", repeats: int | None = None) -> dict[str, Any]:
     """Time every task and measure top-k cache fidelity; returns the JSON document.
 
@@ -39,8 +43,9 @@ def run_bench(scale: str = "full", repeats: int | None = None) -> dict[str, Any]
     from distill.bench.timing import time_task
 
     repeats = repeats or {"tiny": 1, "quick": 3, "full": 7}[scale]
+    min_seconds = MIN_SECONDS[scale]
     started = time.perf_counter()
-    tasks = {task.name: time_task(task, repeats) for task in bench_tasks(scale)}
+    tasks = {task.name: time_task(task, repeats, min_seconds) for task in bench_tasks(scale)}
     comparisons = [compare_top_k(scale, temperature) for temperature in (4.0, 1.0)]
     cache = {
         "bytes_per_sample": comparisons[0]["bytes_per_sample"],
@@ -103,7 +108,9 @@ def markdown_report(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Medians of {next(iter(result['tasks'].values()))['repeats']} interleaved repeats; "
+        "Medians of interleaved repeats ("
+        + ", ".join(f"{name}: {task['repeats']}" for name, task in result["tasks"].items())
+        + "); "
         f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}, "
         f"{result['machine']['torch_threads']} threads.",
     ]

@@ -27,6 +27,7 @@ TEMPERATURE = 4.0
 KD = KDSpec(temperature=TEMPERATURE, kd_weight=0.9, ce_weight=0.1)
 DEVICE = torch.device("cpu")
 BUDGET_EPOCHS = 1000  # the schedule's horizon; the bench runs only a few of these epochs
+MAX_ROUNDS = 200
 
 
 def _trainer(
@@ -89,8 +90,10 @@ def _plain_loop(task: BenchTask, student, teacher) -> Callable[[], Any]:
     return lambda: reference_kd_epoch(teacher, student, loader, optimizer, TEMPERATURE, 0.9, 0.1, DEVICE)
 
 
-def time_task(task: BenchTask, repeats: int) -> dict[str, Any]:
-    """Median seconds per training epoch of each variant, timed in interleaved rounds."""
+def time_task(task: BenchTask, repeats: int, min_seconds: float = 0.0) -> dict[str, Any]:
+    """Median seconds per training epoch of each variant, timed in interleaved rounds: at least
+    ``repeats`` rounds, and as many more (up to ``MAX_ROUNDS``) as it takes to time every
+    variant for ``min_seconds`` in total."""
     torch.manual_seed(0)
     teacher = build_model(task.teacher, task.data.input_shape, task.data.num_classes).eval()
     torch.manual_seed(1)
@@ -134,17 +137,23 @@ def time_task(task: BenchTask, repeats: int) -> dict[str, Any]:
             run_epoch()
             fill_seconds[name] = time.perf_counter() - started
         samples: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(repeats):
+        rounds = 0
+        # at least `repeats` rounds, and more for short epochs, until every variant has been
+        # timed for `min_seconds` in all (a 40 ms epoch's median needs dozens of samples)
+        while rounds < repeats or (
+            rounds < MAX_ROUNDS and min(sum(values) for values in samples.values()) < min_seconds
+        ):
             for name, run_epoch in variants.items():
                 started = time.perf_counter()
                 run_epoch()
                 samples[name].append(time.perf_counter() - started)
+            rounds += 1
     result: dict[str, Any] = {name: statistics.median(values) for name, values in samples.items()}
     result["teacher"] = task.teacher.model_dump()
     result["student"] = task.student.model_dump()
     result["samples_per_epoch"] = len(task.data.train)
     result["batch_size"] = task.batch_size
-    result["repeats"] = repeats
+    result["repeats"] = rounds
     result["first_cached_epoch_s"] = fill_seconds["kd_cached_epoch_s"]
     scratch = result["scratch_epoch_s"]
     result["kd_cached_over_scratch"] = result["kd_cached_epoch_s"] / scratch
