@@ -226,10 +226,16 @@ def test_a_truncated_feature_file_is_rebuilt(tmp_path, data, teacher, caplog):
     assert "is damaged" in caplog.text and not rebuilt.is_filled(0)
 
 
-@pytest.mark.parametrize("loss", ["hint", "attention"])
+@pytest.mark.parametrize(
+    ("loss", "resident"),
+    [("hint", True), ("attention", True), ("hint", False)],
+    ids=["hint", "attention", "hint-read-batch-by-batch"],
+)
 def test_feature_kd_with_cache_gives_the_live_terms_without_running_the_teacher(
-    tmp_path, data, teacher, loss
+    tmp_path, data, teacher, loss, resident, monkeypatch
 ):
+    if not resident:  # a draw too large to hold in memory is read from the files per batch
+        monkeypatch.setattr("distill.methods.base.RESIDENT_DRAW_BYTES", 0)
     torch.manual_seed(1)
     student = build_model(CNN1dSpec(channels=[4, 4]), data.input_shape, data.num_classes)
     spec = KDSpec(
@@ -263,6 +269,7 @@ def test_feature_kd_with_cache_gives_the_live_terms_without_running_the_teacher(
     finally:
         hook.remove()
     assert not calls  # the step read the teacher's logits and features from the cache
+    assert (cached.teacher._draw_outputs is not None) == resident
     assert set(cached_terms) == set(live_terms) == {"kd", "ce", f"{loss}:features.1"}
     for name in live_terms:
         torch.testing.assert_close(cached_terms[name], live_terms[name], rtol=1e-4, atol=1e-6)

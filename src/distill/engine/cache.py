@@ -277,6 +277,13 @@ class TeacherOutputCache:
         features = sum(int(np.prod(shape)) * itemsize for _, shape in self.key.features)
         return values + classes + features
 
+    def draw_bytes_in_memory(self) -> int:
+        """Bytes one whole draw takes once read into memory (float32 values, int64 classes,
+        float32 features), the size :meth:`draw_outputs` and :meth:`draw_features` return."""
+        per_sample = self.stored_classes * 4 + (0 if self._classes is None else self.stored_classes * 8)
+        per_sample += sum(int(np.prod(shape)) * 4 for _, shape in self.key.features)
+        return self.key.num_samples * per_sample
+
     # ------------------------------------------------------------------ use
     def is_filled(self, draw: int) -> bool:
         """Whether ``draw`` is complete and its bytes still match their checksum."""

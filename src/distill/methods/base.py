@@ -246,12 +246,21 @@ class TeacherOutputStore(Protocol):
 
     def draw_features(self, draw: int, device: torch.device) -> dict[str, torch.Tensor]: ...
 
+    def draw_bytes_in_memory(self) -> int: ...
+
+
+#: A cached draw up to this size is read into memory once per epoch; a larger one is read from
+#: its memory map batch by batch (the page cache then holds what fits).
+RESIDENT_DRAW_BYTES = 2 * 2**30
+
 
 class CachedTeacher:
     """A frozen teacher whose outputs come from a :class:`~distill.engine.cache.TeacherOutputCache`.
 
     Before each epoch the draw it uses is filled if missing (one pass of the live teacher over
-    the augmented training split); during the epoch every batch is a lookup by (draw, index).
+    the augmented training split); during the epoch every batch is a lookup by (draw, index):
+    a row gather from the draw held in memory, or, for a draw over ``RESIDENT_DRAW_BYTES``, a
+    read of the batch's rows from the memory-mapped files.
     """
 
     def __init__(self, live: FrozenTeacher, cache: TeacherOutputStore) -> None:
@@ -269,7 +278,9 @@ class CachedTeacher:
             self.cache.fill(
                 epoch.draw, self.live.model, epoch.train, epoch.plan, epoch.device, self.cache.batch_size
             )
-        if self._draw != epoch.draw:
+        if self._draw != epoch.draw and self.cache.draw_bytes_in_memory() > RESIDENT_DRAW_BYTES:
+            self._draw, self._draw_outputs, self._draw_features = epoch.draw, None, {}
+        elif self._draw != epoch.draw:
             values, classes = self.cache.draw_outputs(epoch.draw, epoch.device)
             if classes is None:
                 probs = values.exp()
