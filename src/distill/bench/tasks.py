@@ -28,7 +28,7 @@ class BenchTask:
 
 
 #: Number of image samples per epoch at each bench scale.
-IMAGE_SAMPLES = {"tiny": 32, "quick": 128, "full": 1024}
+IMAGE_SAMPLES = {"tiny": 32, "quick": 64, "full": 1024}
 
 
 def bench_tasks(scale: str) -> list[BenchTask]:
