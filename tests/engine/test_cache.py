@@ -273,3 +273,24 @@ def test_feature_kd_with_cache_gives_the_live_terms_without_running_the_teacher(
     assert set(cached_terms) == set(live_terms) == {"kd", "ce", f"{loss}:features.1"}
     for name in live_terms:
         torch.testing.assert_close(cached_terms[name], live_terms[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("top_k", "rest", "per_sample"),
+    [(None, "uniform", 6 * 4), (2, "uniform", 6 * 4), (2, "bin", 2 * (4 + 8))],
+)
+def test_draw_bytes_in_memory_are_what_a_whole_draw_reads_back(
+    tmp_path, data, teacher, top_k, rest, per_sample
+):
+    cache = TeacherOutputCache(
+        make_key(teacher, data, top_k=top_k, draws=1), tmp_path, batch_size=64, rest=rest
+    )
+    fill_all(cache, teacher, data)
+    values, classes = cache.draw_outputs(0, torch.device("cpu"))
+    read = values.nbytes + (0 if classes is None else classes.nbytes)
+    assert cache.draw_bytes_in_memory() == read == len(data.train) * per_sample
+    featured = TeacherOutputCache(feature_key(teacher, data), tmp_path / "features")
+    features = featured.draw_features(0, torch.device("cpu"))
+    assert featured.draw_bytes_in_memory() == len(data.train) * 6 * 4 + sum(
+        f.nbytes for f in features.values()
+    )

@@ -142,15 +142,15 @@ def feature_shapes(
         return ()
     names = sorted(set(layers))
     taps = FeatureTaps(teacher, names, owner="teacher_cache")
+    was_training = teacher.training
     try:
-        was_training = teacher.training
         teacher.eval()
         device = next(teacher.parameters(), torch.empty(0)).device
         with torch.inference_mode():
             teacher(example.to(device))
-        teacher.train(was_training)
         return tuple((name, tuple(taps.features[name].shape[1:])) for name in names)
     finally:
+        teacher.train(was_training)
         taps.remove()
 
 
@@ -260,12 +260,15 @@ class TeacherOutputCache:
         self.meta = {"key": self.key.fields(), "checksums": {}}
         atomic_write_json(self.meta_path, self.meta)
 
-    def _checksum(self, draw: int) -> int:
+    def _arrays(self) -> list[np.memmap]:
+        """Every stored array, in checksum order: values, classes (top-k), tapped features."""
         assert self._values is not None
-        checksum = zlib.crc32(np.ascontiguousarray(self._values[draw]).data)
-        if self._classes is not None:
-            checksum = zlib.crc32(np.ascontiguousarray(self._classes[draw]).data, checksum)
-        for stored in self._features.values():
+        classes = [] if self._classes is None else [self._classes]
+        return [self._values, *classes, *self._features.values()]
+
+    def _checksum(self, draw: int) -> int:
+        checksum = 0
+        for stored in self._arrays():
             checksum = zlib.crc32(np.ascontiguousarray(stored[draw]).data, checksum)
         return checksum
 
@@ -274,15 +277,22 @@ class TeacherOutputCache:
         itemsize = np.dtype(self.dtype).itemsize
         values = self.stored_classes * itemsize
         classes = 0 if self._classes is None else self.stored_classes * self._classes.dtype.itemsize
-        features = sum(int(np.prod(shape)) * itemsize for _, shape in self.key.features)
-        return values + classes + features
+        return values + classes + self._feature_values() * itemsize
 
     def draw_bytes_in_memory(self) -> int:
-        """Bytes one whole draw takes once read into memory (float32 values, int64 classes,
-        float32 features), the size :meth:`draw_outputs` and :meth:`draw_features` return."""
-        per_sample = self.stored_classes * 4 + (0 if self._classes is None else self.stored_classes * 8)
-        per_sample += sum(int(np.prod(shape)) * 4 for _, shape in self.key.features)
-        return self.key.num_samples * per_sample
+        """Bytes one whole draw takes once read into memory, the size :meth:`draw_outputs` and
+        :meth:`draw_features` return: float32 features, and float32 values over every class
+        (a top-k draw with ``rest: uniform`` is returned spread) or, with ``rest: bin``, the
+        top k as float32 values and int64 classes."""
+        if self._classes is not None and self.rest == "bin":
+            outputs = self.stored_classes * (4 + 8)
+        else:
+            outputs = self.key.num_classes * 4
+        return self.key.num_samples * (outputs + self._feature_values() * 4)
+
+    def _feature_values(self) -> int:
+        """Tapped-feature values stored per sample, all layers together."""
+        return sum(int(np.prod(shape)) for _, shape in self.key.features)
 
     # ------------------------------------------------------------------ use
     def is_filled(self, draw: int) -> bool:
@@ -319,10 +329,7 @@ class TeacherOutputCache:
                 self._store(draw, int(indices[0]), log_probs, taps.features)
         finally:
             taps.remove()
-        self._values.flush()
-        if self._classes is not None:
-            self._classes.flush()
-        for stored in self._features.values():
+        for stored in self._arrays():
             stored.flush()
         self.meta["checksums"][str(draw)] = self._checksum(draw)
         atomic_write_json(self.meta_path, self.meta)

@@ -49,7 +49,9 @@ def kd_loss(
     _check_logits(student_logits, teacher_logits)
     if temperature <= 0:
         raise ValueError(f"kd_loss: temperature must be > 0, got {temperature}")
-    scaled = teacher_logits.detach() if temperature == 1 else teacher_logits.detach() * (1 / temperature)
+    scaled = teacher_logits.detach()
+    if temperature != 1:
+        scaled = scaled * scalar(1 / temperature, scaled)
     return kd_loss_from_log_probs(student_logits, F.log_softmax(scaled, dim=1), temperature, weight)
 
 

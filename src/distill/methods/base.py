@@ -278,18 +278,19 @@ class CachedTeacher:
             self.cache.fill(
                 epoch.draw, self.live.model, epoch.train, epoch.plan, epoch.device, self.cache.batch_size
             )
-        if self._draw != epoch.draw and self.cache.draw_bytes_in_memory() > RESIDENT_DRAW_BYTES:
-            self._draw, self._draw_outputs, self._draw_features = epoch.draw, None, {}
-        elif self._draw != epoch.draw:
-            values, classes = self.cache.draw_outputs(epoch.draw, epoch.device)
-            if classes is None:
-                probs = values.exp()
-                self._draw_outputs = (probs, (probs * values).sum(dim=1))
-            else:
-                self._draw_outputs = (values, classes)
-            self._draw_features = self.cache.draw_features(epoch.draw, epoch.device)
-            self._draw_is_top_k = classes is not None
-            self._draw = epoch.draw
+        if self._draw == epoch.draw:
+            return
+        self._draw, self._draw_outputs, self._draw_features = epoch.draw, None, {}
+        if self.cache.draw_bytes_in_memory() > RESIDENT_DRAW_BYTES:
+            return  # too large to hold: batches read their rows from the files
+        values, classes = self.cache.draw_outputs(epoch.draw, epoch.device)
+        if classes is None:
+            probs = values.exp()
+            self._draw_outputs = (probs, (probs * values).sum(dim=1))
+        else:
+            self._draw_outputs = (values, classes)
+        self._draw_features = self.cache.draw_features(epoch.draw, epoch.device)
+        self._draw_is_top_k = classes is not None
 
     def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput:
         if batch is None:
