@@ -41,6 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import MODULE first, so the models, datasets and methods it registers can be used",
     )
+    plugins.add_argument(
+        "--trust-factory",
+        dest="trusted_factories",
+        action="append",
+        default=[],
+        metavar="PACKAGE.MODULE:CALLABLE",
+        help=(
+            "let a checkpoint's metadata name this model factory (never imported otherwise; "
+            "a recipe's own teacher.model needs no trust)"
+        ),
+    )
 
     run = commands.add_parser(
         "run", parents=[plugins], help="run a recipe (default: the built-in quickstart)"
@@ -232,34 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
     errors = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
     try:
-        if args.command in (None, "run"):
-            if args.command is None:
-                args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
+        if hasattr(args, "plugins"):
             import_plugins(args.plugins)
-            return command_run(args, console)
-        if args.command == "compare":
-            import_plugins(args.plugins)
-            return command_compare(args, console)
-        if args.command == "export":
-            import_plugins(args.plugins)
-            return command_export(args, console)
-        if args.command == "pareto":
-            import_plugins(args.plugins)
-            return command_pareto(args, console)
-        if args.command == "search":
-            import_plugins(args.plugins)
-            return command_search(args, console)
-        if args.command == "list":
-            import_plugins(args.plugins)
-            return command_list(console)
-        if args.command == "eval":
-            import_plugins(args.plugins)
-            return command_eval(args, console)
-        if args.command == "bench":
-            return command_bench(args, console)
-        if args.command == "summarize":
-            return command_summarize(args, console)
+            if args.trusted_factories:
+                from distill.models.imported import trust_factories
+
+                trust_factories(args.trusted_factories)
+        return COMMANDS[args.command](args, console)
     except DistillError as error:
         # Under torchrun every rank meets the same bad input (rank 0's run-directory decisions
         # are broadcast); one message is enough, and every rank still exits with status 2.
@@ -269,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("interrupted; continue with `distill run ... --resume`")
         return 130
-    parser.error(f"unknown command {args.command}")
-    return EXIT_USER_ERROR
 
 
 def import_plugins(modules: list[str]) -> None:
@@ -526,7 +517,7 @@ def command_pareto(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def command_list(console: Console) -> int:
+def command_list(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
     from distill.config import builtin_recipe_names
@@ -599,6 +590,20 @@ def _print_eval(metrics: dict[str, Any], console: Console) -> None:
         f"loss {metrics['loss']:.4f}, ECE {metrics['ece']:.4f}",
         highlight=False,
     )
+
+
+#: Each subcommand's handler: ``handler(args, console) -> exit status``.
+COMMANDS = {
+    "run": command_run,
+    "compare": command_compare,
+    "export": command_export,
+    "pareto": command_pareto,
+    "search": command_search,
+    "list": command_list,
+    "eval": command_eval,
+    "bench": command_bench,
+    "summarize": command_summarize,
+}
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None, split: str = "test")
     metadata = read_metadata(checkpoint)
     if "model" not in metadata:
         raise CheckpointError(f"{checkpoint}: no metadata (.json beside it) naming the model")
+    spec = model_spec_from_json(metadata["model"], checkpoint)
     bundle = load_data(data_spec_for(data, metadata, checkpoint))
     expected_shape = tuple(metadata.get("input_shape", bundle.input_shape))
     if bundle.input_shape != expected_shape:
@@ -57,7 +58,6 @@ def evaluate_checkpoint(checkpoint: Path, data: str | None, split: str = "test")
             f"data '{bundle.name}' has {bundle.num_classes} classes, the checkpoint's model "
             f"predicts {num_classes}"
         )
-    spec = model_spec_from_json(metadata["model"])
     try:
         model = build_model(spec, expected_shape, num_classes)
     except (ValueError, TypeError) as error:

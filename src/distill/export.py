@@ -44,7 +44,7 @@ def model_from_checkpoint(checkpoint: Path) -> tuple[nn.Module, dict[str, Any]]:
     missing = [key for key in ("model", "input_shape", "num_classes") if key not in metadata]
     if missing:
         raise CheckpointError(f"{checkpoint}: its metadata (.json beside it) lacks {', '.join(missing)}")
-    spec = model_spec_from_json(metadata["model"])
+    spec = model_spec_from_json(metadata["model"], checkpoint)
     model = build_model(spec, tuple(metadata["input_shape"]), int(metadata["num_classes"]))
     load_weights(checkpoint, model)
     return model.eval(), metadata

@@ -43,6 +43,7 @@ from distill.methods import Method, MethodContext, build_method
 from distill.methods.registry import Budget
 from distill.methods.scratch import Scratch
 from distill.models import ImportedModelSpec, ModelSpec, build_model, count_parameters
+from distill.models.imported import refuse_untrusted_factories
 from distill.report.plots import plot_learning_curves
 from distill.report.rundir import RunDirectory
 from distill.report.unlabeled import pool_truth, unlabeled_report
@@ -73,16 +74,24 @@ def pool_sizes(data: DataBundle) -> dict[str, Any]:
     return {"pools": {"labeled": len(data.train), "validation": validation, "unlabeled": len(data.unlabeled)}}
 
 
-def model_spec_from_json(payload: dict[str, Any]) -> ModelSpec:
-    """Rebuild a model spec stored in checkpoint metadata."""
+def model_spec_from_json(payload: Any, checkpoint: Path, remedy: str | None = None) -> ModelSpec:
+    """Rebuild the model spec stored in ``checkpoint``'s metadata (the ``.json`` beside it).
+
+    Only registered models are rebuilt: a spec that names an imported factory (at any depth) is
+    refused unless the user trusts it (see :mod:`distill.models.imported`); ``remedy`` names a
+    further way to trust it than ``--trust-factory``.
+    """
     from pydantic import TypeAdapter, ValidationError
 
     from distill.config import ModelField
 
+    source = str(Path(checkpoint).with_suffix(".json"))
     try:
-        return TypeAdapter(ModelField).validate_python(payload)
+        spec = TypeAdapter(ModelField).validate_python(payload)
     except ValidationError as error:
-        raise CheckpointError(f"checkpoint metadata holds an invalid model spec: {error}") from None
+        raise CheckpointError(f"{source}: the metadata holds an invalid model spec: {error}") from None
+    refuse_untrusted_factories(spec, source, remedy)
+    return spec
 
 
 def instantiate(spec: ModelSpec, data: DataBundle, owner: str, seed: int) -> nn.Module:
@@ -131,7 +140,8 @@ def load_teacher(spec: TeacherSpec, data: DataBundle, seed: int) -> nn.Module:
                 f"teacher.checkpoint: {spec.checkpoint} has no metadata naming its model; "
                 "add teacher.model to the recipe"
             )
-        model_spec = model_spec_from_json(metadata["model"])
+        remedy = "add teacher.model to the recipe"
+        model_spec = model_spec_from_json(metadata["model"], spec.checkpoint, remedy)
     model = instantiate(model_spec, data, "teacher", seed)
     try:
         load_weights(spec.checkpoint, model)

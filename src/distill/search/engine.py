@@ -46,6 +46,7 @@ from distill.files import atomic_write_bytes, atomic_write_json
 from distill.methods.base import Batch, FrozenTeacher
 from distill.methods.distiller import FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
+from distill.models.imported import trusted_factories
 from distill.models.taps import FeatureTaps
 from distill.runner import instantiate, load_teacher, select_device
 from distill.schema import PositiveInt, Section
@@ -261,6 +262,7 @@ class DistillerSearch:
             fraction=fraction,
             features=[pair.model_dump(mode="json") for pair in self.settings.features],
             ce_weight=self.settings.ce_weight,
+            trusted_factories=sorted(trusted_factories()),
         )
 
     def _evaluate(self, task: ProxyTask, payloads: list[dict[str, Any]]) -> list[Outcome]:

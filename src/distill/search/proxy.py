@@ -38,6 +38,7 @@ from distill.errors import DistillError
 from distill.methods.base import Batch, EpochStart, FrozenTeacher, Method, TeacherOutput
 from distill.methods.distiller import DistillerMethod, FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
+from distill.models.imported import trust_factories
 from distill.runner import instantiate, load_teacher
 from distill.search.grammar import Distiller
 
@@ -46,7 +47,9 @@ from distill.search.grammar import Distiller
 class ProxyTask:
     """What every worker needs, as JSON-able data: the recipe (data, student, seed), the
     teacher checkpoint, the proxy training spec and subset fraction, the feature pairs and the
-    cross-entropy weight, and how many threads a worker may use."""
+    cross-entropy weight, how many threads a worker may use, and the model factories the user
+    trusts the teacher checkpoint's metadata to name (``--trust-factory``; not part of the
+    digest: it changes what may load, not what is computed)."""
 
     recipe: dict[str, Any]
     teacher_checkpoint: str
@@ -55,9 +58,11 @@ class ProxyTask:
     features: list[dict[str, Any]] = field(default_factory=list)
     ce_weight: float = 1.0
     threads: int = 1
+    trusted_factories: list[str] = field(default_factory=list)
 
     def digest(self) -> str:
-        text = json.dumps(self.__dict__, sort_keys=True, default=str)
+        identity = {key: value for key, value in self.__dict__.items() if key != "trusted_factories"}
+        text = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -142,6 +147,7 @@ class ProxyContext:
         self.train = TrainSpec.model_validate(task.train)
         self.features = [FeatureKnowledgeSpec.model_validate(pair) for pair in task.features]
         assert self.recipe.teacher is not None
+        trust_factories(task.trusted_factories)  # a worker process starts with no trust of its own
         spec = self.recipe.teacher.model_copy(update={"checkpoint": Path(task.teacher_checkpoint)})
         teacher = load_teacher(spec, data, self.seed)
         self.teacher = TeacherTable(
