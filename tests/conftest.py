@@ -18,6 +18,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("DISTILL_CACHE", str(cache))
 
 
+@pytest.fixture(autouse=True)
+def _forget_trusted_factories():
+    """``--trust-factory`` trusts a factory for the rest of the process; no test leaks it."""
+    from distill.models.imported import _TRUSTED_FACTORIES
+
+    yield
+    _TRUSTED_FACTORIES.clear()
+
+
 def tiny_recipe(**changes: Any) -> dict[str, Any]:
     """A recipe that trains a teacher and two students on 600 MNIST-1D samples in seconds."""
     recipe: dict[str, Any] = {

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from distill import __version__
-from distill.errors import DistillError
+from distill.errors import DistillError, StorageError
 
 EXIT_USER_ERROR = 2
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare ONNX Runtime with PyTorch on sample inputs; refuse the export above --tolerance",
     )
     export.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |logit difference|")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     export.add_argument("--json", action="store_true", help="print the report as JSON")
 
     pareto = commands.add_parser(
@@ -259,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":
             errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR
+    except OSError as error:  # an OS fault no library layer named: still one line, still status 2
+        where = f"{error.filename}: " if error.filename else ""
+        message = f"error: {where}{error.strerror or error}"
+        errors.print(message, markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         errors.print("interrupted; continue with `distill run ... --resume`")
         return 130
@@ -313,7 +320,18 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             on_epoch_end=progress.epoch_end,
             on_model_start=progress.model_start,
         )
-        summary = runner.execute()
+        try:
+            summary = runner.execute()
+        except StorageError as error:
+            if not runner.run.recipe_path.exists():
+                raise
+            again = ["distill", "run", args.recipe or "quickstart", "--output-dir", str(run_dir), "--resume"]
+            again += [part for item in args.overrides for part in ("--set", item)]
+            raise StorageError(
+                f"{error}\nevery completed epoch is kept in {run_dir}; once the cause is fixed "
+                f"(e.g. space freed), continue with: {shlex.join(again)}",
+                error.errno,
+            ) from None
     print_results(summary, console)
     console.print(f"run directory: {run_dir}", highlight=False)
     return 0
@@ -461,7 +479,9 @@ def parse_feature(text: str) -> dict[str, str]:
 def command_export(args: argparse.Namespace, console: Console) -> int:
     from distill.export import export_onnx
 
-    report = export_onnx(args.checkpoint, args.output, check=args.check, tolerance=args.tolerance)
+    report = export_onnx(
+        args.checkpoint, args.output, check=args.check, tolerance=args.tolerance, overwrite=args.overwrite
+    )
     if args.json:
         console.print_json(json.dumps(report))
         return 0

@@ -12,6 +12,8 @@ ONE branches and ensemble each have a row) over the seeds: :mod:`distill.report.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +140,20 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     return key.strip(), choices
 
 
+_FOLDER_SAFE = re.compile(r"[A-Za-z0-9_.,=+\[\]-]")
+
+
+def sweep_folder_name(key: str, value: str) -> str:
+    """The folder of one swept value: ``KEY=VALUE`` when that is a plain file name, else the
+    same with every other character replaced by ``_`` and a hash of the value appended (so
+    ``../x`` or ``a/b`` never leave ``--output-dir``, and distinct values stay distinct)."""
+    name = f"{key}={value}"
+    if all(_FOLDER_SAFE.match(char) for char in name) and len(name) <= 100:
+        return name
+    readable = "".join(char if _FOLDER_SAFE.match(char) else "_" for char in name)[:80]
+    return f"{readable}-{hashlib.sha256(value.encode()).hexdigest()[:8]}"
+
+
 def run_sweep(
     reference: str | None,
     overrides: list[str],
@@ -149,13 +165,14 @@ def run_sweep(
     on_model_start: Callable[[str, int], None] | None = None,
     on_seed_start: Callable[[int, Path, bool], None] | None = None,
 ) -> SweepBoard:
-    """One comparison per value of a recipe field (``DIR/KEY=VALUE/``), then ``sweep.md``,
+    """One comparison per value of a recipe field (``DIR/KEY=VALUE/``, see
+    :func:`sweep_folder_name`), then ``sweep.md``,
     ``sweep.json`` and ``sweep.png`` in ``output_dir``. Every recipe is validated first."""
     key, values = sweep
     recipes = [load_recipe(reference, [*overrides, f"{key}={value}"])[0] for value in values]
     boards = []
     for value, recipe in zip(values, recipes, strict=True):
-        comparison = Comparison(recipe, methods, seeds, output_dir / f"{key}={value}")
+        comparison = Comparison(recipe, methods, seeds, output_dir / sweep_folder_name(key, value))
         boards.append(run_comparison(comparison, on_epoch_end, on_model_start, on_seed_start))
     board = SweepBoard(key, values, boards)
     board.write(output_dir)

@@ -26,7 +26,16 @@ class CheckpointError(DistillError):
 
 
 class RunDirectoryError(DistillError):
-    """The run directory would be overwritten, or cannot be resumed."""
+    """The run directory would be overwritten, is in use, or cannot be resumed."""
+
+
+class StorageError(DistillError):
+    """The operating system refused a read or write: a read-only or full disk, a missing
+    permission, a path through a regular file, a name too long. ``errno`` keeps the reason."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 def unknown_name_message(kind: str, name: str, allowed: Iterable[str]) -> str:

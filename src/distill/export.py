@@ -134,16 +134,20 @@ def export_onnx(
     check: bool = True,
     tolerance: float = 1e-4,
     repeats: int = 30,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export ``checkpoint`` to ``output`` (default: beside it, ``.onnx``); returns a report with
-    the file size, parity (when ``check``) and latencies."""
+    the file size, parity (when ``check``) and latencies. An existing ``output`` is replaced
+    only when ``overwrite``."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ExportError('ONNX export needs the onnx extra: pip install -e ".[onnx]"') from None
-    model, metadata = model_from_checkpoint(checkpoint)
     output = output or checkpoint.with_suffix(".onnx")
+    if output.exists() and not overwrite:
+        raise ExportError(f"{output} exists; pass --overwrite to replace it (nothing was written)")
+    model, metadata = model_from_checkpoint(checkpoint)
     try:
         payload = onnx_payload(model, tuple(metadata["input_shape"]))
     except ExportError as error:

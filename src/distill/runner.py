@@ -198,7 +198,10 @@ class RecipeRunner:
     def execute(self) -> dict[str, Any]:
         """Run the recipe and return the summary (also written to ``summary.json``)."""
         with distributed.process_group(select_device(self.recipe.device)) as device:
-            return self._execute(device)
+            try:
+                return self._execute(device)
+            finally:
+                self.run.close()
 
     def _execute(self, device: torch.device) -> dict[str, Any]:
         recipe = self.recipe

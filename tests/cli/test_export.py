@@ -70,14 +70,40 @@ def test_export_errors_are_clear_and_write_nothing(tmp_path, capsys):
     drifting = tmp_path / "drifting.safetensors"
     spec = {"name": "tests.cli.unexportable:build", "kwargs": {}}
     save_checkpoint(drifting, build(), {"model": spec, "input_shape": [1, 40], "num_classes": 10})
-    assert main(["export", str(drifting), "--check"]) == 2
+    trust = [
+        "--trust-factory",
+        "tests.cli.unexportable:build",
+        "--trust-factory",
+        "tests.cli.unexportable:build_svd",
+    ]
+    assert main(["export", str(drifting), "--check", *trust]) == 2
     assert "differs from PyTorch by up to" in capsys.readouterr().err
     assert not (tmp_path / "drifting.onnx").exists()
     # an operator without an ONNX counterpart
     svd = tmp_path / "svd.safetensors"
     spec = {"name": "tests.cli.unexportable:build_svd", "kwargs": {}}
     save_checkpoint(svd, build_svd(), {"model": spec, "input_shape": [1, 40], "num_classes": 10})
-    assert main(["export", str(svd)]) == 2
+    assert main(["export", str(svd), *trust]) == 2
     message = capsys.readouterr().err
     assert "svd.safetensors" in message and "cannot be exported to ONNX" in message
     assert not (tmp_path / "svd.onnx").exists()
+
+
+def test_export_never_replaces_a_file_silently(trained_run, tmp_path, capsys):
+    checkpoint = trained_run / "scratch" / "last.safetensors"
+    output = tmp_path / "model.onnx"
+    output.write_bytes(b"keep me")
+    assert main(["export", str(checkpoint), "--output", str(output)]) == 2
+    assert f"{output} exists; pass --overwrite to replace it" in " ".join(capsys.readouterr().err.split())
+    assert output.read_bytes() == b"keep me"
+    assert main(["export", str(checkpoint), "--output", str(output), "--overwrite", "--json"]) == 0
+    assert output.read_bytes()[:4] != b"keep"
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(trained_run, tmp_path, capsys):
+    checkpoint = trained_run / "scratch" / "last.safetensors"
+    (tmp_path / "file").write_text("a regular file")
+    assert main(["export", str(checkpoint), "--output", str(tmp_path / "file" / "model.onnx")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"cannot create {tmp_path / 'file'}: a part of the path is a regular file, not a folder" in err
+    assert "Traceback" not in err

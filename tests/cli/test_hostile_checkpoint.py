@@ -12,15 +12,8 @@ from distill.cli import main
 from distill.engine import save_checkpoint
 from distill.models import ImportedModelSpec, build_model
 from distill.models.cnn import CNN1dSpec
-from distill.models.imported import _TRUSTED_FACTORIES, imported_factories
+from distill.models.imported import imported_factories
 from tests.conftest import tiny_recipe
-
-
-@pytest.fixture(autouse=True)
-def no_trust_left_behind():
-    """``--trust-factory`` trusts for the process; forget it after each test."""
-    yield
-    _TRUSTED_FACTORIES.clear()
 
 
 def hostile_checkpoint(folder, marker, nested=False):

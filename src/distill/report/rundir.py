@@ -12,11 +12,18 @@ Layout::
 
 Under data parallelism (``torchrun``) only rank 0 writes: the writing methods return at once
 on other ranks, and :meth:`RunDirectory.open` is decided by rank 0 alone, its outcome shared.
+
+While a run or a resume writes the directory it holds ``RUN/.lock`` (see
+:class:`~distill.files.DirectoryLock`): a second ``--resume`` of a live run is refused instead
+of interleaving its records with the first one's. Opening also removes the temporaries that
+interrupted atomic writes left behind, and a resume drops a last ``metrics.jsonl`` line that an
+interruption cut short.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +32,16 @@ import yaml
 
 from distill.engine import distributed
 from distill.errors import RunDirectoryError
-from distill.files import atomic_write_bytes, atomic_write_json
+from distill.files import (
+    DirectoryLock,
+    atomic_write_bytes,
+    atomic_write_json,
+    make_directory,
+    remove_stale_temporaries,
+    storage_error,
+)
+
+LOG = logging.getLogger("distill")
 
 
 def default_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
@@ -60,6 +76,7 @@ class RunDirectory:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.lock = DirectoryLock(self.path)
 
     @property
     def recipe_path(self) -> Path:
@@ -86,7 +103,21 @@ class RunDirectory:
         distributed.on_main_process(lambda: self._open(resolved_recipe, resume))
 
     def _open(self, resolved_recipe: dict[str, Any], resume: bool) -> None:
-        text = yaml.safe_dump(resolved_recipe, sort_keys=False)
+        if resume and not self.recipe_path.exists():
+            raise RunDirectoryError(f"--resume: {self.path} holds no run to resume")
+        if not resume and not self.recipe_path.exists() and self._holds_other_files():
+            raise RunDirectoryError(f"{self.path} exists and is not empty; choose another --output-dir")
+        make_directory(self.path)
+        self.lock.acquire("run")
+        try:
+            self._check_or_create(resolved_recipe, resume)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _check_or_create(self, resolved_recipe: dict[str, Any], resume: bool) -> None:
+        """Under the lock: refuse to overwrite, check a resume continues the same recipe, tidy
+        what an interruption left, or write the new run's recipe."""
         if self.recipe_path.exists():
             if not resume:
                 state = "finished" if self.summary_path.exists() else "unfinished"
@@ -99,13 +130,20 @@ class RunDirectory:
                     f"--resume: the recipe differs from the one in {self.recipe_path}; a resumed "
                     "run must use the same recipe and overrides"
                 )
+            for path in remove_stale_temporaries(self.path):
+                LOG.info("removed %s, left by an interrupted write", path)
+            self._drop_cut_metrics_line()
             return
-        if resume:
-            raise RunDirectoryError(f"--resume: {self.path} holds no run to resume")
-        if self.path.exists() and any(self.path.iterdir()):
-            raise RunDirectoryError(f"{self.path} exists and is not empty; choose another --output-dir")
-        self.path.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(resolved_recipe, sort_keys=False)
         atomic_write_bytes(self.recipe_path, text.encode())
+
+    def _holds_other_files(self) -> bool:
+        """Whether the directory exists with anything in it but a lock file."""
+        return self.path.is_dir() and any(p.name != DirectoryLock.NAME for p in self.path.iterdir())
+
+    def close(self) -> None:
+        """Release the run's lock (the run, or this process's part of it, has ended)."""
+        self.lock.release()
 
     def holds_recipe(self, resolved_recipe: dict[str, Any]) -> bool:
         """Whether the directory's ``recipe.yaml`` is ``resolved_recipe`` (``False`` if absent)."""
@@ -116,16 +154,60 @@ class RunDirectory:
 
     # ---------------------------------------------------------------- metrics
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The epoch records; a last line that an interruption cut short is left out, a damaged
+        line before it is an error naming the line."""
+        records, _ = self._read_metrics()
+        return records
+
+    def _read_metrics(self) -> tuple[list[dict[str, Any]], bool]:
+        """The records, and whether the last line was cut short (and left out)."""
         if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+            return [], False
+        try:
+            lines = self.metrics_path.read_bytes().decode().splitlines()
+        except UnicodeDecodeError:
+            raise RunDirectoryError(f"{self.metrics_path}: not UTF-8 text; the file is damaged") from None
+        except OSError as error:
+            raise storage_error(error, "read", self.metrics_path) from None
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    return records, True
+                raise RunDirectoryError(
+                    f"{self.metrics_path}: line {number} is not a JSON record; the file is damaged"
+                ) from None
+            if not isinstance(record, dict) or not {"model", "epoch"} <= set(record):
+                raise RunDirectoryError(
+                    f"{self.metrics_path}: line {number} is not an epoch record (a JSON object "
+                    "with 'model' and 'epoch')"
+                )
+            records.append(record)
+        return records, False
+
+    def _drop_cut_metrics_line(self) -> None:
+        """Rewrite ``metrics.jsonl`` without a last line an interruption cut short."""
+        records, cut = self._read_metrics()
+        if cut:
+            LOG.info("%s: dropped a last line cut short by an interruption", self.metrics_path)
+            self._write_metrics(records)
+
+    def _write_metrics(self, records: list[dict[str, Any]]) -> None:
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one epoch record to ``metrics.jsonl`` (rank 0 only)."""
         if not distributed.is_main_process():
             return
-        with self.metrics_path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with self.metrics_path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise storage_error(error, "write", self.metrics_path) from None
 
     def keep_metrics_until(self, model_name: str, epoch: int) -> None:
         """Forget the records after ``epoch`` of ``model_name`` and of its evaluated members
@@ -141,7 +223,7 @@ class RunDirectory:
             for record in self.read_metrics()
             if not belongs(record["model"]) or record["epoch"] <= epoch
         ]
-        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records).encode())
+        self._write_metrics(records)
 
     # ---------------------------------------------------------------- results
     def result_path(self, model_name: str) -> Path:
