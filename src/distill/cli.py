@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from distill import __version__
 from distill.errors import DistillError, StorageError
@@ -259,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         # Under torchrun every rank meets the same bad input (rank 0's run-directory decisions
         # are broadcast); one message is enough, and every rank still exits with status 2.
         if os.environ.get("RANK", "0") == "0":
-            errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+            # escaped: a path like data/[raw]/x.npz is text, not markup
+            errors.print(
+                f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False, soft_wrap=True
+            )
         return EXIT_USER_ERROR
     except OSError as error:  # an OS fault no library layer named: still one line, still status 2
         where = f"{error.filename}: " if error.filename else ""

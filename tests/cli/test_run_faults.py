@@ -179,3 +179,10 @@ def test_sweep_values_never_name_a_folder_outside_the_output_directory():
         assert (pathlib.Path("out") / name).parent == pathlib.Path("out")
     assert sweep_folder_name("k", "a/b") != sweep_folder_name("k", "a_b")
     assert sweep_folder_name("k", "a/b") != sweep_folder_name("k", "a?b")
+
+
+def test_an_error_message_is_printed_as_text_not_markup(tmp_path, capsys):
+    folder = tmp_path / "[raw]"
+    folder.mkdir()
+    assert main(["eval", str(folder / "x.safetensors")]) == 2
+    assert f"checkpoint not found: {folder / 'x.safetensors'}" in " ".join(capsys.readouterr().err.split())
