@@ -13,7 +13,7 @@ the second term by k(x) − 1; the paper's appendix (Remark B.1) reports that *n
 gave better results and is the form used in its experiments — the default here
 (``normalize=False``). The loss is the cross-entropy between the teacher's label and mix(f(x)).
 Equation numbers are not cited: the paper text was not available to check them (see
-``shared/notes/slam_research.md``).
+``docs/methods/unlabeled.md``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ own (frozen) classifier, mimics the pretrained teacher's logits, and is distille
 student (the reversed term), while the student is distilled from the shadow head.
 
 Followed here from the official code (github.com/lliai/SHAKE: ``helper/loops.py``
-``train_distill``, ``models/util.py`` ``Shake``; notes in ``shared/notes/online_kd_research.md``;
+``train_distill``, ``models/util.py`` ``Shake``; notes in ``docs/methods/online.md``;
 the paper's equation numbers were not available to check), with ``sg`` = stop-gradient and
 ``KL_T(a ← b) = T² · KL(σ(b/T) ‖ σ(a/T))``::
 

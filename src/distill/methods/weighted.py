@@ -22,7 +22,7 @@ weight is the share of the neighbourhood's distillation loss that comes from rig
 more in the loss.
 
 The paper calls the procedure hyperparameter-free. Its text was not available to check here
-(``shared/notes/slam_research.md``): the neighbourhood size m and the exact confidence features
+(``docs/methods/unlabeled.md``): the neighbourhood size m and the exact confidence features
 are this implementation's reconstruction, stated so that they can be corrected.
 """
 

@@ -3,7 +3,7 @@
 KD-Zero (Li et al., NeurIPS 2023; abstract) evolves distillers with crossover and mutation over a
 population and shrinks the search space as it goes. The operators here follow the same
 group's released evolutionary searcher (Auto-DAS, ``evo_kd_searcher``; notes in
-``shared/notes/kdzero_research.md``): parents are drawn uniformly from the best half of what
+``docs/methods/kd-zero.md``): parents are drawn uniformly from the best half of what
 has been evaluated, a child is a crossover of two parents with probability ``crossover`` and
 is mutated with probability ``mutation`` (always, when it did not cross over). Unlike that
 steady-state loop (one child per iteration), each generation here has ``population`` new

@@ -9,7 +9,7 @@ fitness is the validation accuracy (%) after the last proxy epoch (ties go to th
 validation cross-entropy). KD-Zero's abstract names "sharpness and representation gap" as its
 fitness, and the group's released searcher (Auto-DAS) scores a mix of representation gap and
 validation cross-entropy; we score what the user finally selects on, validation accuracy, and
-log the validation loss beside it (``shared/notes/kdzero_research.md``).
+log the validation loss beside it (``docs/methods/kd-zero.md``).
 
 Teacher outputs come from a :class:`TeacherTable`: the teacher's logits and tapped features for
 every (augmentation draw, training sample) of the proxy, computed once per worker and reused by

@@ -2,7 +2,7 @@
 
 Wu, Tian, Xia, Fan, Qin, Lai & Liu, "Learning to Teach with Dynamic Loss Functions" (NeurIPS
 2018, arXiv 1810.12081); authors' demo ``apeterswu/L2T_loss`` (``loss_lenet_light_dynamic.py``).
-Research notes and what could not be checked: ``shared/notes/l2t_dlf_research.md``.
+Research notes and what could not be checked: ``docs/methods/learned-losses.md``.
 
 **Student loss.** A bilinear family over the student's log-probabilities ``log p`` and the
 one-hot target ``e_y``,
