@@ -31,7 +31,7 @@ from distill.methods import METHODS
 from distill.methods.scratch import ScratchSpec
 from distill.models import MODELS, ImportedModelSpec
 from distill.registry import SpecRegistry
-from distill.schema import Section
+from distill.schema import FilePath, Section, Seed
 
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
 IMPORTED_TAG = "package.module:callable"
@@ -83,15 +83,17 @@ DataField = _tagged_union(DATASETS, "dataset")
 MethodField = _tagged_union(METHODS, "method")
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: Names become file and folder names (run folders, checkpoints): keep them well within limits.
+MAX_NAME_LENGTH = 64
 
 
 class TeacherSpec(Section):
     """The teacher: a checkpoint to load, or a model to train first (or both: a model spec
     used to rebuild the checkpoint's architecture)."""
 
-    name: str = Field(default="teacher", pattern=_NAME_PATTERN)
+    name: str = Field(default="teacher", pattern=_NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     model: OptionalModelField = None
-    checkpoint: Path | None = None
+    checkpoint: FilePath | None = None
     train: TrainSpec | None = None
 
     @model_validator(mode="after")
@@ -104,7 +106,7 @@ class TeacherSpec(Section):
 class StudentSpec(Section):
     """One student: its model, the method that trains it, and its training options."""
 
-    name: str = Field(pattern=_NAME_PATTERN)
+    name: str = Field(pattern=_NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     model: ModelField
     method: MethodField = Field(default_factory=ScratchSpec)
     train: TrainSpec | None = None
@@ -123,9 +125,9 @@ class StudentSpec(Section):
 class Recipe(Section):
     """A complete, validated recipe."""
 
-    name: str = Field(pattern=_NAME_PATTERN)
+    name: str = Field(pattern=_NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     description: str = ""
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataField
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -248,14 +250,80 @@ def resolve_recipe_path(reference: str | None) -> Path:
     )
 
 
+#: A recipe is a small text file; anything larger is something else given by mistake.
+MAX_RECIPE_BYTES = 10 * 2**20
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping gives the same key twice (YAML would silently keep only the last)."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys, and reads ``1e-3`` as a number (as YAML 1.2 does;
+    YAML 1.1 wants ``1.0e-3``, and a string would be refused by the strict number fields)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue  # merged (``<<``) keys may be overridden; unhashable keys fail below
+            key = self.construct_object(key_node)
+            try:
+                earlier = first_line.get(key)
+            except TypeError:
+                continue
+            if earlier is not None:
+                raise DuplicateKeyError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key '{key}': already given on line {earlier} "
+                    "(a key may appear only once; the second would silently replace the first)",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed by :class:`RecipeLoader` (safe: plain data only)."""
+    return yaml.load(text, Loader=RecipeLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def read_recipe_file(path: Path) -> dict[str, Any]:
     """Parse a YAML recipe into a mapping, with file and line in any error."""
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
     except OSError as error:
-        raise RecipeError(f"{path}: cannot read recipe ({error.strerror})") from None
+        raise RecipeError(f"{path}: cannot read recipe ({error.strerror or error})") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"{path}: not a YAML recipe (larger than {MAX_RECIPE_BYTES // 2**20} MiB; "
+            "a recipe is a small text file)"
+        )
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RecipeError(
+            f"{path}: not a YAML recipe (not UTF-8 text: byte 0x{raw[error.start]:02x} at offset "
+            f"{error.start})"
+        ) from None
+    try:
+        data = parse_yaml(text)
+    except yaml.reader.ReaderError as error:
+        raise RecipeError(
+            f"{path}: not a YAML recipe (not text: control character #x{error.character:04x} at "
+            f"offset {error.position})"
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -268,14 +336,21 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
+#: A ``--set`` that was applied: the key path it set, and the assignment as the user typed it.
+Override = tuple[list[str | int], str]
 
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one ``--set key.path=value`` (``students[0].model.hidden=[64]``; YAML values)."""
+
+def apply_override(data: dict[str, Any], assignment: str) -> list[str | int]:
+    """Apply one ``--set key.path=value`` (``students[0].model.hidden=[64]``; YAML values).
+
+    Returns the key path it set (so errors there can be blamed on the ``--set``)."""
     key_path, separator, raw_value = assignment.partition("=")
     if not separator or not key_path:
         raise RecipeError(f"--set {assignment}: expected KEY.PATH=VALUE")
     try:
-        value = yaml.safe_load(raw_value)
+        value = parse_yaml(raw_value)
+    except DuplicateKeyError as error:
+        raise RecipeError(f"--set {assignment}: {error.problem}") from None
     except yaml.YAMLError:
         value = raw_value
     tokens: list[str | int] = []
@@ -301,22 +376,26 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             if isinstance(node, dict) and token not in node:
                 node[token] = {}
             node = node[token]
+    return tokens
 
 
 def load_recipe(reference: str | None, overrides: list[str] | None = None) -> tuple[Recipe, Path]:
     """Read, override and validate a recipe; returns it with the file it came from."""
     path = resolve_recipe_path(reference)
     data = read_recipe_file(path)
-    for assignment in overrides or []:
-        apply_override(data, assignment)
-    return validate_recipe(data, str(path)), path
+    applied = [(apply_override(data, assignment), assignment) for assignment in overrides or []]
+    return validate_recipe(data, str(path), applied), path
 
 
-def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+def validate_recipe(
+    data: dict[str, Any], source: str = "recipe", overrides: list[Override] | None = None
+) -> Recipe:
+    """The validated recipe; errors name ``source``, or the ``--set`` in ``overrides`` that set
+    the field at fault."""
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
-        raise RecipeError(format_validation_error(error, data, source)) from None
+        raise RecipeError(format_validation_error(error, data, source, overrides)) from None
 
 
 # --------------------------------------------------------------------------- error messages
@@ -350,9 +429,13 @@ def _user_location(location: tuple[str | int, ...], data: Any) -> list[str | int
 
 def _describe(value: Any) -> str:
     if isinstance(value, str):
+        if len(value) > 80:
+            return f"'{value[:40]}…' ({len(value)} characters)"
         return f"'{value}'"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as YAML writes it
     if isinstance(value, (dict, list)):
         return f"a {type(value).__name__}"
     return repr(value)
@@ -369,8 +452,14 @@ def _message(error: dict[str, Any]) -> str:
         return unknown_name_message(context["kind"], str(name), context["allowed"].split(", "))
     if kind == "missing":
         return "required field is missing"
-    if kind == "positive_int":
+    if kind in ("positive_int", "unknown_key"):
         return str(error["msg"])
+    if kind == "finite_number":
+        return f"must be a finite number, got {_describe(got)}"
+    if kind == "string_too_long":
+        return f"must be at most {context.get('max_length')} characters long, got {_describe(got)}"
+    if kind == "too_long":
+        return f"must have at most {context.get('max_length')} item(s), got {context.get('actual_length')}"
     bounds = {
         "greater_than": ("greater than", "gt"),
         "greater_than_equal": ("at least", "ge"),
@@ -394,6 +483,7 @@ def _message(error: dict[str, Any]) -> str:
         "model_attributes_type": "a mapping (key: value)",
         "dict_type": "a mapping (key: value)",
         "path_type": "a file path",
+        "is_instance_of": "a file path",
     }
     if kind in kinds:
         return f"must be {kinds[kind]}, got {_describe(got)}"
@@ -408,13 +498,40 @@ def _message(error: dict[str, Any]) -> str:
     return f"{error['msg']}, got {_describe(got)}"
 
 
-def format_validation_error(error: ValidationError, data: Any, source: str) -> str:
-    """One line per problem: ``source: field.path: what is wrong``."""
+def _blamed_override(
+    location: list[str | int], error: dict[str, Any], overrides: list[Override]
+) -> tuple[str, bool] | None:
+    """The ``--set`` that put the value at fault there (the last one at or above ``location``),
+    and whether the fault lies below what it set; ``None`` when it comes from the file."""
+    for path, assignment in reversed(overrides):
+        if location[: len(path)] == path:
+            return assignment, len(location) > len(path)
+        # an unknown model/method name, or an unknown key, is reported at the enclosing section
+        if location == path[:-1] and (
+            (error["type"] == "unknown_name" and path[-1] == "name")
+            or (error["type"] == "unknown_key" and (error.get("ctx") or {}).get("key") == path[-1])
+        ):
+            return assignment, False
+    return None
+
+
+def format_validation_error(
+    error: ValidationError, data: Any, source: str, overrides: list[Override] | None = None
+) -> str:
+    """One line per problem: ``source: field.path: what is wrong``, or ``--set KEY=VALUE: what is
+    wrong`` where an override in ``overrides`` set the value at fault."""
     lines = []
     seen = set()
     for item in error.errors():
-        location = format_location(_user_location(item["loc"], data)) or "(top level)"
-        line = f"{source}: {location}: {_message(item)}"
+        kept = _user_location(item["loc"], data)
+        location = format_location(kept) or "(top level)"
+        blamed = _blamed_override(kept, item, overrides or [])
+        if blamed is None:
+            line = f"{source}: {location}: {_message(item)}"
+        elif blamed[1]:
+            line = f"--set {blamed[0]}: {location}: {_message(item)}"
+        else:
+            line = f"--set {blamed[0]}: {_message(item)}"
         if line not in seen:
             seen.add(line)
             lines.append(line)

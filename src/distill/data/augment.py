@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, NonNegativeInt
+from pydantic import Field
 
-from distill.schema import PositiveInt, Section
+from distill.schema import Epochs, NonNegativeInt, Section
 
 
 class AugmentSpec(Section):
@@ -43,7 +43,7 @@ class AugmentSpec(Section):
     noise: float = Field(default=0.0, ge=0.0)
     flip: bool = False
     crop_padding: NonNegativeInt = 0
-    draws: PositiveInt | None = None
+    draws: Epochs | None = None  # more draws than epochs would never be used
 
     @property
     def enabled(self) -> bool:

@@ -110,6 +110,17 @@ def check_label_range(split: Split, num_classes: int, source: str) -> None:
         )
 
 
+def check_two_classes(split: Split, source: str) -> None:
+    """A classification split must hold at least two distinct classes (with one, every model
+    trivially scores 100 %)."""
+    classes = torch.unique(split.targets)
+    if len(classes) < 2:
+        raise DataError(
+            f"{source}: every training label is {int(classes[0])}; a classification data set needs "
+            "at least 2 classes"
+        )
+
+
 def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
     """Seeded, stratified-by-shuffle hold-out: returns ``(rest, held_out)``."""
     if fraction <= 0:

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from distill.data.bundle import DataBundle, Split
+from distill.data.npz import read_npz
 from distill.errors import DataError
-from distill.schema import PositiveInt, Section
+from distill.schema import FilePath, SampleCount, Section
 
 HIDDEN_LABEL = -1
 
@@ -37,10 +38,10 @@ class PoolsSpec(Section):
     ``unlabeled`` defaults to every remaining one), and an optional file of extra unlabeled
     inputs (``unlabeled_key`` names its array in an ``.npz``)."""
 
-    labeled: PositiveInt
-    validation: PositiveInt = 500
-    unlabeled: PositiveInt | None = None
-    unlabeled_file: Path | None = None
+    labeled: SampleCount
+    validation: SampleCount = 500
+    unlabeled: SampleCount | None = None
+    unlabeled_file: FilePath | None = None
     unlabeled_key: str = "x"
 
 
@@ -95,17 +96,14 @@ def read_unlabeled_file(path: Path, key: str, input_shape: tuple[int, ...]) -> t
     if not path.is_file():
         raise DataError(f"data.pools.unlabeled_file: file not found: {path}")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                if key not in archive.files:
-                    held = ", ".join(archive.files) or "nothing"
-                    raise DataError(f"{path}: no array '{key}' of unlabeled inputs; the file holds: {held}")
-                values = np.asarray(archive[key])
-        except (OSError, ValueError) as error:
-            raise DataError(f"{path}: not a readable .npz file ({error})") from None
+        values = read_npz(path, (key,), f"array '{key}' of unlabeled inputs")[key]
     elif path.suffix == ".csv":
         try:
-            values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+            values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path}: not a UTF-8 text CSV file (byte {error.start} is not UTF-8; a binary file?)"
+            ) from None
         except ValueError as error:
             raise DataError(f"{path}: unlabeled rows must be numeric feature columns ({error})") from None
     else:

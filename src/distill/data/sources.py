@@ -16,12 +16,20 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from distill.data.bundle import DataBundle, Split, check_label_range, split_off, validated_split
+from distill.data.bundle import (
+    DataBundle,
+    Split,
+    check_label_range,
+    check_two_classes,
+    split_off,
+    validated_split,
+)
+from distill.data.npz import read_npz
 from distill.data.pools import PoolsSpec, split_pools
 from distill.errors import DataError
 from distill.files import atomic_file
 from distill.registry import SpecRegistry
-from distill.schema import PositiveInt, Section
+from distill.schema import FilePath, PositiveInt, SampleCount, Section, Seed, Width
 
 #: Data sources; ``build(spec) -> DataBundle``.
 DATASETS = SpecRegistry("dataset")
@@ -36,13 +44,21 @@ class DataSpec(Section):
 
     name: str
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: Seed = 0
     pools: PoolsSpec | None = None
 
 
 def _finish(
-    name: str, train: Split, test: Split, spec: DataSpec, num_classes: int | None = None
+    name: str,
+    train: Split,
+    test: Split,
+    spec: DataSpec,
+    num_classes: int | None = None,
+    source: str | None = None,
 ) -> DataBundle:
+    """Check the splits and carve the validation split (or the pools) out of ``train``;
+    ``source`` names the data in messages (default: ``name``)."""
+    check_two_classes(train, source or name)
     if num_classes is None:
         num_classes = int(max(train.targets.max(), test.targets.max())) + 1
     check_label_range(train, num_classes, f"{name} train split")
@@ -79,9 +95,9 @@ class MNIST1DSpec(DataSpec):
     """
 
     name: Literal["mnist1d"] = "mnist1d"
-    num_samples: PositiveInt = 5000
+    num_samples: SampleCount = 5000
     train_fraction: float = Field(default=0.8, gt=0.0, lt=1.0)
-    seed: int = 42
+    seed: Seed = 42
 
 
 def _generate_mnist1d(spec: MNIST1DSpec) -> dict[str, np.ndarray]:
@@ -151,13 +167,13 @@ class SyntheticSpec(DataSpec):
     """
 
     name: Literal["synthetic"] = "synthetic"
-    num_samples: PositiveInt = 2000
-    num_test: PositiveInt = 500
-    num_classes: int = Field(default=10, ge=2)
-    shape: list[PositiveInt] = Field(default_factory=lambda: [32])
+    num_samples: SampleCount = 2000
+    num_test: SampleCount = 500
+    num_classes: int = Field(default=10, ge=2, le=1_000_000)
+    shape: list[Width] = Field(default_factory=lambda: [32])
     clusters_per_class: PositiveInt = 2
     noise: float = Field(default=1.0, ge=0.0)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("shape")
     @classmethod
@@ -199,8 +215,8 @@ def load_synthetic(spec: SyntheticSpec) -> DataBundle:
 class FileSpec(DataSpec):
     """Fields shared by file sources: a training file and an optional separate test file."""
 
-    path: Path
-    test_path: Path | None = None
+    path: FilePath
+    test_path: FilePath | None = None
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     num_classes: PositiveInt | None = None
     standardize: bool = False
@@ -220,7 +236,7 @@ def _split_file_data(name: str, train: Split, test: Split | None, spec: FileSpec
         mean, std = train.inputs.mean(), train.inputs.std().clamp_min(1e-8)
         train = Split((train.inputs - mean) / std, train.targets)
         test = Split((test.inputs - mean) / std, test.targets)
-    return _finish(name, train, test, spec, spec.num_classes)
+    return _finish(name, train, test, spec, spec.num_classes, source=str(spec.path))
 
 
 class NpzSpec(FileSpec):
@@ -232,19 +248,9 @@ class NpzSpec(FileSpec):
 
 
 def _read_npz(path: Path, spec: NpzSpec) -> Split:
-    try:
-        archive = np.load(_require_file(path), allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from None
-    with archive:
-        for key in (spec.inputs_key, spec.labels_key):
-            if key not in archive.files:
-                raise DataError(
-                    f"{path}: no array '{key}'; the file holds: {', '.join(archive.files) or 'nothing'}"
-                )
-        return validated_split(
-            archive[spec.inputs_key], archive[spec.labels_key], f"{path} ['{spec.inputs_key}']"
-        )
+    expected = f"arrays '{spec.inputs_key}' (inputs) and '{spec.labels_key}' (labels)"
+    arrays = read_npz(_require_file(path), (spec.inputs_key, spec.labels_key), expected)
+    return validated_split(arrays[spec.inputs_key], arrays[spec.labels_key], f"{path} ['{spec.inputs_key}']")
 
 
 @DATASETS.register_factory("npz", "your data in a .npz file (inputs and integer labels)")
@@ -263,9 +269,25 @@ class CsvSpec(FileSpec):
 
 def _read_csv(path: Path, spec: CsvSpec) -> Split:
     import csv
+    import io
 
-    with _require_file(path).open(newline="") as handle:
-        rows = list(csv.reader(handle))
+    raw = _require_file(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not a UTF-8 text CSV file (byte {error.start} is not UTF-8; a binary file?); "
+            "expected a header row and comma-separated numeric columns"
+        ) from None
+    if "\x00" in text:
+        raise DataError(
+            f"{path}: not a UTF-8 text CSV file (it contains NUL bytes; a binary file?); "
+            "expected a header row and comma-separated numeric columns"
+        )
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise DataError(f"{path}: not a valid CSV file ({error})") from None
     if not rows:
         raise DataError(f"{path}: empty CSV file")
     header, body = rows[0], rows[1:]

@@ -43,7 +43,7 @@ from distill.data.augment import AugmentPlan, AugmentSpec, planned_batches
 from distill.data.bundle import DataBundle, Split
 from distill.files import atomic_write_json
 from distill.models.taps import FeatureTaps
-from distill.schema import PositiveInt, Section
+from distill.schema import BatchSize, FilePath, PositiveInt, Section
 
 LOG = logging.getLogger("distill")
 FORMAT_VERSION = 1
@@ -58,8 +58,8 @@ class TeacherCacheSpec(Section):
 
     top_k: PositiveInt | None = None
     precision: Literal["float32", "float16"] = "float32"
-    directory: Path | None = None
-    batch_size: PositiveInt = 1024
+    directory: FilePath | None = None
+    batch_size: BatchSize = 1024
     rest: Literal["uniform", "bin"] = "uniform"
 
 
@@ -232,11 +232,15 @@ class TeacherOutputCache:
         if not self.meta_path.exists():
             return None
         try:
-            meta = json.loads(self.meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            meta = json.loads(self.meta_path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             LOG.warning("teacher cache %s has unreadable metadata (%s); rebuilding it", self.path, error)
             return None
-        if meta.get("key") != self.key.fields():
+        problem = _meta_problem(meta)
+        if problem is not None:
+            LOG.warning("teacher cache %s has damaged metadata (%s); rebuilding it", self.path, problem)
+            return None
+        if meta["key"] != self.key.fields():
             LOG.warning("teacher cache %s belongs to another key; rebuilding it", self.path)
             return None
         return meta
@@ -388,6 +392,22 @@ class TeacherOutputCache:
             name: torch.from_numpy(np.asarray(stored[draw, rows], dtype=np.float32)).to(device)
             for name, stored in self._features.items()
         }
+
+
+def _meta_problem(meta: Any) -> str | None:
+    """What is wrong with the parsed ``meta.json`` of a cache, or ``None`` if it has the form
+    :meth:`TeacherOutputCache._create` writes: ``{"key": {...}, "checksums": {"<draw>": crc}}``."""
+    if not isinstance(meta, dict):
+        return f"meta.json must be a JSON object, got {type(meta).__name__}"
+    if not isinstance(meta.get("key"), dict):
+        return "meta.json has no 'key' object"
+    checksums = meta.get("checksums")
+    if not isinstance(checksums, dict):
+        return "meta.json has no 'checksums' object"
+    for draw, checksum in checksums.items():
+        if not draw.isdigit() or type(checksum) is not int or not 0 <= checksum < 2**32:
+            return f"meta.json checksum of draw {draw!r} is {checksum!r}, expected a CRC32 integer"
+    return None
 
 
 def spread_rest_uniformly(

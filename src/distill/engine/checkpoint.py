@@ -43,9 +43,21 @@ def read_metadata(weights_path: Path) -> dict[str, Any]:
     if not meta_path.exists():
         return {}
     try:
-        return json.loads(meta_path.read_text())
+        metadata = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise CheckpointError(f"{meta_path}: cannot read checkpoint metadata ({error})") from None
+    except UnicodeDecodeError as error:
+        raise CheckpointError(
+            f"{meta_path}: corrupt checkpoint metadata (not UTF-8 text: byte {error.start}); "
+            "expected a JSON object"
+        ) from None
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({error})") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(
+            f"{meta_path}: corrupt checkpoint metadata: expected a JSON object, got {type(metadata).__name__}"
+        )
+    return metadata
 
 
 def load_weights(weights_path: Path, model: nn.Module) -> None:

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from pydantic import Field, NonNegativeFloat, NonNegativeInt
+from pydantic import Field, NonNegativeFloat
 
-from distill.schema import PositiveInt, Section
+from distill.schema import Epochs, EpochsOrZero, Section
 
 
 class OptimizerSpec(Section):
@@ -33,8 +33,8 @@ class ScheduleSpec(Section):
     ``cosine`` (to zero at the end), each after ``warmup_epochs`` of linear warmup."""
 
     name: Literal["constant", "step", "cosine"] = "cosine"
-    warmup_epochs: NonNegativeInt = 0
-    milestones: list[PositiveInt] = Field(default_factory=list)
+    warmup_epochs: EpochsOrZero = 0
+    milestones: list[Epochs] = Field(default_factory=list)
     gamma: float = Field(default=0.1, gt=0.0)
 
 

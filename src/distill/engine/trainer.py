@@ -40,7 +40,7 @@ from distill.engine.metrics import evaluate
 from distill.engine.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_schedule
 from distill.errors import DistillError
 from distill.methods.base import Batch, EpochStart, Method
-from distill.schema import PositiveInt, Section
+from distill.schema import BatchSize, Epochs, Section
 
 
 class TrainSpec(Section):
@@ -53,8 +53,8 @@ class TrainSpec(Section):
     ``batch_size × processes`` samples.
     """
 
-    epochs: PositiveInt = 30
-    batch_size: PositiveInt = 128
+    epochs: Epochs = 30
+    batch_size: BatchSize = 128
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)

@@ -49,7 +49,7 @@ class DMLSpec(MethodSpec):
     """
 
     name: Literal["dml"] = "dml"
-    peers: int = Field(default=2, ge=2)
+    peers: int = Field(default=2, ge=2, le=64)
     cohort: list[Any] = Field(default_factory=list)
     update: Literal["sequential", "simultaneous"] = "sequential"
     temperature: float = Field(default=1.0, gt=0.0)

@@ -21,10 +21,10 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat
 from torch import nn
 
 from distill.data.bundle import Split
@@ -39,6 +39,7 @@ from distill.methods.loss_teachers import (
     require_validation_and_budget,
 )
 from distill.methods.registry import METHODS, Budget, MethodContext
+from distill.schema import Epochs, FilePath, Positive, PositiveInt
 from distill.teaching.dlf import (
     STATE_FEATURES,
     LossTeacher,
@@ -69,9 +70,9 @@ class L2TDLFSpec(MethodSpec):
     """
 
     name: Literal["l2t-dlf"] = "l2t-dlf"
-    loss_teacher: Path | None = None
-    matrices: PositiveInt = 4
-    episodes: PositiveInt = 4
+    loss_teacher: FilePath | None = None
+    matrices: Annotated[int, Field(le=10_000), Positive] = 4
+    episodes: Epochs = 4
     episode_steps: PositiveInt | None = None
     unroll: PositiveInt = 100
     inner_lr: PositiveFloat | None = None

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import PositiveFloat
 from torch import nn
 
 from distill.data.bundle import Split
@@ -61,6 +61,7 @@ from distill.methods.loss_teachers import (
     require_validation_and_budget,
 )
 from distill.methods.registry import METHODS, MethodContext
+from distill.schema import BatchSize, EpochsOrZero, FilePath, PositiveInt, Width
 from distill.teaching.dln import (
     CoordinateLSTM,
     DLNSchedule,
@@ -94,16 +95,16 @@ class L2TDLNSpec(MethodSpec):
     it shows whether the gradient's direction itself helps the student."""
 
     name: Literal["l2t-dln"] = "l2t-dln"
-    loss_teacher: Path | None = None
+    loss_teacher: FilePath | None = None
     learn_teacher: bool | None = None
     unroll: PositiveInt = 15
     inner_lr: PositiveFloat | None = None
     dln_step: PositiveFloat = 1e-3
     teacher_lr: PositiveFloat = 1e-3
-    val_batch_size: PositiveInt = 100
-    width: PositiveInt = 40
+    val_batch_size: BatchSize = 100
+    width: Width = 40
     dln_init: Literal["pairwise-ce", "random"] = "pairwise-ce"
-    episodes: int = Field(default=2, ge=0)
+    episodes: EpochsOrZero = 2
     normalize: bool = True
     update_rule: Literal["lstm", "sign"] = "lstm"
 

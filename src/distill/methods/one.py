@@ -5,7 +5,7 @@ student's backbone becomes a multi-branch network (:mod:`distill.models.branches
 shared low layers up to ``split``, ``branches`` copies of the layers after it, and a gate over
 the branches computed from the shared features. The gated ensemble of branch logits,
 ``z_e = Σ_i g_i · z_i``, is the teacher. The overall objective (paper Sec. 3; equation numbers
-were not verified here — see ``shared/notes/online_kd_research.md`` for the official code read) is
+were not verified here — see ``docs/methods/online.md`` for the official code read) is
 
     L = Σ_i CE(z_i, y) + CE(z_e, y) + T² · Σ_i KL(σ(z_e/T) ‖ σ(z_i/T))
 
@@ -36,6 +36,7 @@ from distill.methods.base import Batch, EpochStart, Method, MethodSpec
 from distill.methods.registry import METHODS, MethodContext
 from distill.methods.scratch import classification_loss
 from distill.models.branches import MultiBranch, default_split
+from distill.schema import EpochsOrZero
 
 
 class ONESpec(MethodSpec):
@@ -45,10 +46,10 @@ class ONESpec(MethodSpec):
 
     name: Literal["one"] = "one"
     split: str | None = None
-    branches: int = Field(default=3, ge=2)
+    branches: int = Field(default=3, ge=2, le=64)
     temperature: float = Field(default=3.0, gt=0.0)
     kd_weight: float = Field(default=1.0, ge=0.0)
-    rampup_epochs: int = Field(default=0, ge=0)
+    rampup_epochs: EpochsOrZero = 0
 
 
 def sigmoid_rampup(epoch: int, length: int) -> float:

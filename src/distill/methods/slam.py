@@ -40,6 +40,7 @@ from distill.losses.slam import slam_loss
 from distill.methods.base import Batch, Method, MethodSpec
 from distill.methods.pseudo import UnlabeledDistillation, pool_teacher_outputs
 from distill.methods.registry import METHODS, MethodContext
+from distill.schema import MAX_COUNT
 
 
 class SLaMSpec(MethodSpec):
@@ -51,7 +52,7 @@ class SLaMSpec(MethodSpec):
     labeled_weight: float = Field(default=1.0, ge=0.0)
     normalize: bool = False
     alpha_feature: Literal["margin", "confidence"] = "margin"
-    top_k: int | None = Field(default=None, ge=2)
+    top_k: int | None = Field(default=None, ge=2, le=MAX_COUNT)
     coverage: float = Field(default=0.9, gt=0.0, le=1.0)
 
     uses_teacher: ClassVar[bool] = True

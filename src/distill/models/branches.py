@@ -281,7 +281,7 @@ class MultiBranchSpec(ModelSpec):
 
     name: Literal["multibranch"] = "multibranch"
     backbone: Any
-    branches: int = Field(default=3, ge=2)
+    branches: int = Field(default=3, ge=2, le=64)
     split: str
 
     @field_validator("backbone")

@@ -155,8 +155,8 @@ class CheapSpec(ModelSpec):
     name: Literal["cheap"] = "cheap"
     base: Any
     block: Block = "G"
-    groups: int = Field(default=4, ge=2)
-    bottleneck: int = Field(default=2, ge=2)
+    groups: int = Field(default=4, ge=2, le=1024)
+    bottleneck: int = Field(default=2, ge=2, le=1024)
     keep: list[str] = Field(default_factory=list)
 
     @field_validator("base")

@@ -9,16 +9,16 @@ from pydantic import Field
 from torch import nn
 
 from distill.models.registry import MODELS, ModelSpec
-from distill.schema import PositiveInt
+from distill.schema import Width
 
 
 class CNN1dSpec(ModelSpec):
     """``cnn1d``: stacked Conv1d–BN–ReLU blocks (each with ``stride``), then a classifier head."""
 
     name: Literal["cnn1d"] = "cnn1d"
-    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 32, 32])
-    kernel_size: PositiveInt = 5
-    stride: PositiveInt = 2
+    channels: list[Width] = Field(default_factory=lambda: [32, 32, 32])
+    kernel_size: Width = 5
+    stride: Width = 2
     head: Literal["flatten", "avgpool"] = "flatten"
 
 
@@ -26,8 +26,8 @@ class CNN2dSpec(ModelSpec):
     """``cnn2d``: Conv2d–BN–ReLU–MaxPool blocks, global average pool, linear classifier."""
 
     name: Literal["cnn2d"] = "cnn2d"
-    channels: list[PositiveInt] = Field(default_factory=lambda: [32, 64])
-    kernel_size: PositiveInt = 3
+    channels: list[Width] = Field(default_factory=lambda: [32, 64])
+    kernel_size: Width = 3
 
 
 def _signal_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -9,14 +9,14 @@ from pydantic import Field
 from torch import nn
 
 from distill.models.registry import MODELS, ModelSpec
-from distill.schema import PositiveInt
+from distill.schema import Width
 
 
 class MLPSpec(ModelSpec):
     """``mlp``: flatten, then ``hidden`` fully connected layers, then a linear classifier."""
 
     name: Literal["mlp"] = "mlp"
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256])
+    hidden: list[Width] = Field(default_factory=lambda: [256, 256])
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     activation: Literal["relu", "gelu"] = "relu"
 

@@ -11,20 +11,24 @@ pre-activation blocks of widths 16k/32k/64k for widen factor ``k``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
 from distill.models.registry import MODELS, ModelSpec
-from distill.schema import PositiveInt
+from distill.schema import Positive
+
+#: Depths up to ResNet-1202's and beyond; width multipliers up to 1024.
+Depth = Annotated[int, Field(le=2000), Positive]
+Multiplier = Annotated[int, Field(le=1024), Positive]
 
 
 class ResNetSpec(ModelSpec):
     name: Literal["resnet"] = "resnet"
-    depth: PositiveInt = 20
-    width: PositiveInt = 1
+    depth: Depth = 20
+    width: Multiplier = 1
 
     @field_validator("depth")
     @classmethod
@@ -36,8 +40,8 @@ class ResNetSpec(ModelSpec):
 
 class WRNSpec(ModelSpec):
     name: Literal["wrn"] = "wrn"
-    depth: PositiveInt = 16
-    widen_factor: PositiveInt = 2
+    depth: Depth = 16
+    widen_factor: Multiplier = 2
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @field_validator("depth")

@@ -17,9 +17,60 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunDirectoryError(f"{run_dir}: no summary.json (the run is missing or unfinished)")
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise RunDirectoryError(f"{path}: cannot read the summary ({error})") from None
+    except UnicodeDecodeError as error:
+        raise RunDirectoryError(
+            f"{path}: corrupt summary (not UTF-8 text: byte {error.start}); expected a JSON object"
+        ) from None
     except json.JSONDecodeError as error:
         raise RunDirectoryError(f"{path}: corrupt summary ({error})") from None
+    _check_summary(summary, path)
+    return summary
+
+
+#: the fields every row of ``results`` has, and their JSON types
+_RESULT_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "role": (str,),
+    "method": (str,),
+    "test_accuracy": (int, float),
+    "seconds": (int, float),
+}
+
+
+def _check_summary(summary: Any, path: Path) -> None:
+    """``summary`` must have the form a finished run writes: a ``recipe`` name and a
+    ``results`` list of rows, each with the fields of :data:`_RESULT_FIELDS`."""
+    if not isinstance(summary, dict):
+        raise RunDirectoryError(
+            f"{path}: corrupt summary: expected a JSON object, got {type(summary).__name__}"
+        )
+    if not isinstance(summary.get("recipe"), str):
+        raise RunDirectoryError(f"{path}: corrupt summary: 'recipe' must be the recipe's name (a string)")
+    results = summary.get("results")
+    if "results" not in summary:
+        raise RunDirectoryError(f"{path}: corrupt summary: no 'results' list of model results")
+    if not isinstance(results, list):
+        raise RunDirectoryError(
+            f"{path}: corrupt summary: 'results' must be a list of model results, "
+            f"got {type(results).__name__}"
+        )
+    for index, row in enumerate(results):
+        if not isinstance(row, dict):
+            raise RunDirectoryError(
+                f"{path}: corrupt summary: results[{index}] must be an object, got {type(row).__name__}"
+            )
+        for field, kinds in _RESULT_FIELDS.items():
+            if field not in row:
+                raise RunDirectoryError(f"{path}: corrupt summary: results[{index}] has no '{field}'")
+            value = row[field]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                wanted = "a string" if kinds == (str,) else "a number"
+                raise RunDirectoryError(
+                    f"{path}: corrupt summary: results[{index}].{field} must be {wanted}, got {value!r}"
+                )
 
 
 def aggregate_runs(run_dirs: list[Path]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """``distill search``: KD-Zero's evolutionary distiller search for a recipe's teacher–student pair.
 
 One search (Li et al., KD-Zero, NeurIPS 2023; the paper body was not reachable, see
-``shared/notes/kdzero_research.md``), written into ``output_dir``:
+``docs/methods/kd-zero.md``), written into ``output_dir``:
 
 1. the teacher is trained once (or loaded from the recipe's checkpoint): ``teacher/``;
 2. the two references are scored with the same proxy: cross-entropy alone and the recipe's KD;
@@ -49,7 +49,7 @@ from distill.methods.scratch import Scratch
 from distill.models.imported import trusted_factories
 from distill.models.taps import FeatureTaps
 from distill.runner import instantiate, load_teacher, select_device
-from distill.schema import PositiveInt, Section
+from distill.schema import Epochs, PositiveInt, Section
 from distill.search.backends import Backend, Outcome, open_backend
 from distill.search.evolution import (
     Scored,
@@ -77,26 +77,26 @@ class SearchSettings(Section):
     with the best validation accuracy (the proxy's ranking need not survive a longer schedule);
     ``0`` returns the proxy's best."""
 
-    generations: PositiveInt = 4
-    population: int = Field(default=8, ge=2)
+    generations: Epochs = 4
+    population: int = Field(default=8, ge=2, le=100_000)
     parents: float = Field(default=0.5, gt=0.0, le=1.0)
     crossover: float = Field(default=0.5, ge=0.0, le=1.0)
     mutation: float = Field(default=0.5, ge=0.0, le=1.0)
     max_terms: int = Field(default=2, ge=1, le=4)
     max_transforms: int = Field(default=3, ge=0, le=5)
     weights: list[float] = Field(default_factory=lambda: list(WEIGHTS), min_length=1)
-    proxy_epochs: PositiveInt | None = None
+    proxy_epochs: Epochs | None = None
     proxy_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
     ce_weight: float = Field(default=1.0, ge=0.0)
     features: list[FeatureKnowledgeSpec] = Field(default_factory=list)
     shrink_min_uses: PositiveInt = 6
     shrink_share: float = Field(default=0.8, gt=0.0, le=1.0)
     backend: Literal["local", "ray"] = "local"
-    workers: int = Field(default=2, ge=0)
+    workers: int = Field(default=2, ge=0, le=4096)
     address: str | None = None
     timeout: float = Field(default=600.0, gt=0.0)
     budget: float | None = Field(default=None, gt=0.0)
-    rerank: int = Field(default=0, ge=0)
+    rerank: int = Field(default=0, ge=0, le=100_000)
 
     RUN_OPTIONS: ClassVar[frozenset[str]] = frozenset(
         {"generations", "backend", "workers", "address", "timeout", "budget", "rerank"}
