@@ -398,7 +398,9 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
     recipe, path = load_recipe(args.recipe, args.overrides)
     try:
         options = {name: getattr(args, name) for name in SEARCH_OPTIONS if getattr(args, name) is not None}
-        settings = SearchSettings(**options, features=[parse_feature(text) for text in args.features])
+        # dicts that SearchSettings validates into FeatureKnowledgeSpec
+        features: list[Any] = [parse_feature(text) for text in args.features]
+        settings = SearchSettings(**options, features=features)
     except ValidationError as error:
         first = error.errors()[0]
         raise DistillError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
@@ -547,18 +549,20 @@ def command_list(args: argparse.Namespace, console: Console) -> int:
     from distill.config import builtin_recipe_names
     from distill.data import DATASETS
     from distill.losses import LOSSES
+    from distill.losses.distiller import DISTANCES, TRANSFORMS
     from distill.methods import METHODS
     from distill.models import MODELS
-    from distill.search.grammar import DISTANCES, TRANSFORMS
+    from distill.registry import Registry
 
-    for title, registry in [
+    registries: list[tuple[str, Registry[Any]]] = [
         ("datasets", DATASETS),
         ("models", MODELS),
         ("methods", METHODS),
         ("losses", LOSSES),
         ("distiller transforms (distill search)", TRANSFORMS),
         ("distiller distances (distill search)", DISTANCES),
-    ]:
+    ]
+    for title, registry in registries:
         table = Table(title=title, show_header=False, title_justify="left")
         for entry in registry:
             table.add_row(entry.name, entry.description)

@@ -17,11 +17,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from distill.config import Recipe, load_recipe, validate_recipe
 from distill.errors import RecipeError, RunDirectoryError, unknown_name_message
-from distill.methods import METHODS
+from distill.methods import METHODS, MethodSpec
 from distill.report.leaderboard import Leaderboard, SweepBoard, build_leaderboard
 from distill.report.rundir import RunDirectory
 from distill.runner import EpochCallback, RecipeRunner
@@ -76,7 +76,8 @@ def comparison_recipe(recipe: Recipe, methods: tuple[str, ...], seed: int) -> Re
             student["teacher_cache"] = template.teacher_cache.model_dump(mode="json")
         students.append(student)
     payload.update(seed=seed, students=students, name=f"{recipe.name}-compare")
-    if not any(METHODS.get(method).spec.uses_teacher for method in methods):
+    # every METHODS entry is configured by a MethodSpec subclass (the registry types it as `type`)
+    if not any(cast("type[MethodSpec]", METHODS.get(method).spec).uses_teacher for method in methods):
         payload["teacher"] = None
     return validate_recipe(payload, f"compare ({recipe.name}, methods {','.join(methods)})")
 

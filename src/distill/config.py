@@ -11,76 +11,40 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import yaml
 from pydantic import (
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from distill.data.sources import DATASETS, DataSpec
 from distill.engine.cache import TeacherCacheSpec
 from distill.engine.trainer import TrainSpec
 from distill.errors import RecipeError, unknown_name_message
-from distill.methods import METHODS
+from distill.methods import METHODS, MethodSpec
 from distill.methods.scratch import ScratchSpec
-from distill.models import MODELS, ImportedModelSpec
-from distill.registry import SpecRegistry
+from distill.models import ModelSpec, model_field
+from distill.models.imported import IMPORTED_TAG
 from distill.schema import FilePath, Section, Seed
 
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
-IMPORTED_TAG = "package.module:callable"
 
 
-def _tagged_union(
-    registry: SpecRegistry,
-    kind: str,
-    extra: dict[str, type] | None = None,
-    optional: bool = False,
-) -> Any:
-    """A discriminated union over every spec in ``registry``, selected by the ``name`` key.
-
-    ``optional`` adds ``None`` as a member (an outer ``X | None`` would try to hash the
-    discriminator's error context).
-    """
-    members: dict[str, Any] = {entry.name: entry.obj.spec for entry in registry}
-    members.update(extra or {})
-    if optional:
-        members["null"] = type(None)
-
-    def tag_of(value: Any) -> str | None:
-        if value is None and optional:
-            return "null"
-        name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
-        if not isinstance(name, str):
-            return None
-        if name in members:
-            return name
-        if extra and ":" in name:
-            return IMPORTED_TAG
-        return None
-
-    variants = tuple(Annotated[spec, Tag(name)] for name, spec in members.items())
-    return Annotated[
-        Union[variants],  # noqa: UP007  (a runtime-built union)
-        Discriminator(
-            tag_of,
-            custom_error_type="unknown_name",
-            custom_error_message=f"unknown {kind}",
-            custom_error_context={"kind": kind, "allowed": ", ".join(registry.names())},
-        ),
-    ]
-
-
-ModelField = _tagged_union(MODELS, "model", {IMPORTED_TAG: ImportedModelSpec})
-OptionalModelField = _tagged_union(MODELS, "model", {IMPORTED_TAG: ImportedModelSpec}, optional=True)
-DataField = _tagged_union(DATASETS, "dataset")
-MethodField = _tagged_union(METHODS, "method")
+if TYPE_CHECKING:  # what the runtime-built unions below hold, for the type checker
+    ModelField: TypeAlias = ModelSpec
+    OptionalModelField: TypeAlias = ModelSpec | None
+    DataField: TypeAlias = DataSpec
+    MethodField: TypeAlias = MethodSpec
+else:  # discriminated unions over every spec registered when this module is first imported
+    ModelField = model_field()
+    OptionalModelField = model_field(optional=True)
+    DataField = DATASETS.union("dataset")
+    MethodField = METHODS.union("method")
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 #: Names become file and folder names (run folders, checkpoints): keep them well within limits.
@@ -203,6 +167,11 @@ class Recipe(Section):
                         "(it mixes labels, and the unlabeled pool's are unknown); set "
                         "train.augment.mixup_alpha: 0"
                     )
+            if student.method.needs_hard_labels and train.augment.mixup_alpha > 0:
+                raise ValueError(  # the words of the methods' own check, now before anything trains
+                    f"student '{student.name}': {student.method.name}: the learned loss needs hard "
+                    "labels; set train.augment.mixup_alpha: 0"
+                )
             if train.report == "best" and data_spec.val_fraction == 0 and data_spec.pools is None:
                 raise ValueError(
                     f"student '{student.name}': train.report 'best' selects on the validation "
@@ -441,7 +410,7 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: ErrorDetails) -> str:
     kind = error["type"]
     context = error.get("ctx") or {}
     got = error.get("input")
@@ -499,7 +468,7 @@ def _message(error: dict[str, Any]) -> str:
 
 
 def _blamed_override(
-    location: list[str | int], error: dict[str, Any], overrides: list[Override]
+    location: list[str | int], error: ErrorDetails, overrides: list[Override]
 ) -> tuple[str, bool] | None:
     """The ``--set`` that put the value at fault there (the last one at or above ``location``),
     and whether the fault lies below what it set; ``None`` when it comes from the file."""

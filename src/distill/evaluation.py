@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from distill.assemble import model_spec_from_json, select_device
 from distill.errors import CheckpointError, DataError
-from distill.runner import model_spec_from_json, select_device
 
 
 def data_spec_for(reference: str | None, metadata: dict[str, Any], checkpoint: Path) -> Any:

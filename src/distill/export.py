@@ -35,8 +35,8 @@ class ExportError(DistillError):
 
 def model_from_checkpoint(checkpoint: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The model a checkpoint holds, rebuilt from its metadata, weights loaded, in eval mode."""
+    from distill.assemble import model_spec_from_json
     from distill.models import build_model
-    from distill.runner import model_spec_from_json
 
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
@@ -74,10 +74,11 @@ def onnx_payload(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     buffer = io.BytesIO()
     try:
         with torch.no_grad():
+            # torch types ``f`` as a path; the TorchScript exporter (dynamo=False) also takes a file object
             torch.onnx.export(
                 model.eval(),
                 (torch.zeros(2, *input_shape),),
-                buffer,
+                buffer,  # type: ignore[arg-type]
                 dynamo=False,
                 input_names=["inputs"],
                 output_names=["logits"],

@@ -135,14 +135,11 @@ class ParetoPoint:
 def _cost(
     spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
 ) -> tuple[int, int, int, dict[str, float]]:
-    from pydantic import TypeAdapter
-
-    from distill.config import ModelField
     from distill.export import measure_latency, onnx_payload, onnx_session
-    from distill.models import build_model, count_parameters
+    from distill.models import build_model, count_parameters, validate_model_spec
     from distill.models.cost import count_macs
 
-    model = build_model(TypeAdapter(ModelField).validate_python(spec), input_shape, num_classes).eval()
+    model = build_model(validate_model_spec(spec), input_shape, num_classes).eval()
     payload = onnx_payload(model, input_shape)
     latency = measure_latency(model, onnx_session(payload), input_shape)
     return count_parameters(model), count_macs(model, input_shape), len(payload), latency

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, Union
+
+from pydantic import Discriminator, Tag
 
 from distill.errors import DistillError, unknown_name_message
 
@@ -83,3 +85,46 @@ class SpecRegistry(Registry[SpecEntry]):
             return build
 
         return decorate
+
+    def union(
+        self,
+        kind: str,
+        fallback: tuple[str, type, Callable[[str], bool]] | None = None,
+        optional: bool = False,
+    ) -> Any:
+        """A pydantic discriminated union over every spec registered *so far*, selected by the
+        value's ``name`` key; an unknown name is the error ``unknown <kind>`` listing the names.
+
+        ``fallback``: ``(tag, spec, matches)`` — a member for names that are not registered but
+        ``matches(name)`` (e.g. ``package.module:callable`` for imported models). ``optional``
+        adds ``None`` as a member (an outer ``X | None`` would try to hash the discriminator's
+        error context).
+        """
+        members: dict[str, Any] = {entry.name: entry.obj.spec for entry in self}
+        if fallback is not None:
+            members[fallback[0]] = fallback[1]
+        if optional:
+            members["null"] = type(None)
+
+        def tag_of(value: Any) -> str | None:
+            if value is None and optional:
+                return "null"
+            name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+            if not isinstance(name, str):
+                return None
+            if name in members:
+                return name
+            if fallback is not None and fallback[2](name):
+                return fallback[0]
+            return None
+
+        variants = tuple(Annotated[spec, Tag(name)] for name, spec in members.items())
+        return Annotated[
+            Union[variants],  # noqa: UP007  (a runtime-built union)
+            Discriminator(
+                tag_of,
+                custom_error_type="unknown_name",
+                custom_error_message=f"unknown {kind}",
+                custom_error_context={"kind": kind, "allowed": ", ".join(self.names())},
+            ),
+        ]

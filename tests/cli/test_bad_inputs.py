@@ -143,6 +143,10 @@ CASES = {
         lambda f: with_student(tiny_recipe(), 0, teacher_cache={}),
         "students[0]: teacher_cache: method 'scratch' cannot use a teacher-output cache",
     ),
+    "learned loss with mixup": (
+        lambda f: with_student(tiny_recipe(), 1, method={"name": "l2t-dlf"}),
+        "student 'kd': l2t-dlf: the learned loss needs hard labels; set train.augment.mixup_alpha: 0",
+    ),
     "unknown feature layer": (
         lambda f: with_student(
             tiny_recipe(), 1, method={"name": "kd", "features": [{"student": "body", "teacher": "layer9"}]}

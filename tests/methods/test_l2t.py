@@ -108,9 +108,10 @@ def test_a_loss_teacher_of_the_wrong_kind_is_refused(taught, write_recipe, capsy
     message = capsys.readouterr().err
     assert "students[0].method.loss_teacher" in message and "not an l2t-dlf loss teacher" in message
     with pytest.raises(CheckpointError, match="file not found"):
+        from distill.engine.artifacts import ModuleFileReader
         from distill.methods.l2t_dlf import load_loss_teacher
 
-        load_loss_teacher(taught / "missing.safetensors", 10, "x")
+        load_loss_teacher(taught / "missing.safetensors", 10, "x", ModuleFileReader())
 
 
 def _dln_method(learn, **options):
@@ -207,6 +208,7 @@ def test_a_learned_loss_refuses_mixed_labels(method, write_recipe, tmp_path, cap
     assert f"{method['name']}: the learned loss needs hard labels; set train.augment.mixup_alpha: 0" in (
         capsys.readouterr().err
     )
+    assert not (tmp_path / "run").exists()  # refused when the recipe is validated, before meta-training
 
 
 def test_episode_students_restart_the_run_student_or_are_fresh():

@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distill.losses.distiller import TRANSFORMS, Distiller, Op, Term, Transform
 from distill.methods import Batch, FrozenTeacher
 from distill.models import build_model
 from distill.models.cnn import CNN1dSpec
@@ -24,7 +25,6 @@ from distill.search.evolution import (
     operations_to_drop,
     random_distiller,
 )
-from distill.search.grammar import TRANSFORMS, Distiller, Op, Term, Transform
 from distill.search.rejection import RejectionProbe
 
 SPACE = SearchSpace.full({"logits": (8, 10), "f0": (8, 6, 12)})

@@ -65,7 +65,8 @@ def split_pools(bundle: DataBundle, spec: PoolsSpec, seed: int) -> DataBundle:
     labeled = train.subset(order[spec.validation : spec.validation + spec.labeled])
     end = None if spec.unlabeled is None else spec.validation + spec.labeled + spec.unlabeled
     pool = train.subset(order[spec.validation + spec.labeled : end])
-    inputs, truth = pool.inputs, pool.targets
+    inputs = pool.inputs
+    truth: torch.Tensor | None = pool.targets
     if spec.unlabeled_file is not None:
         extra = read_unlabeled_file(spec.unlabeled_file, spec.unlabeled_key, bundle.input_shape)
         inputs = torch.cat([inputs, extra])

@@ -82,7 +82,8 @@ def cache_dir() -> Path:
 def atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write ``arrays`` to ``path`` as one ``.npz`` file, atomically."""
     with atomic_file(path) as handle:
-        np.savez(handle, **arrays)
+        # numpy's stub types savez(..., allow_pickle: bool, **kwds); mypy cannot rule out that key
+        np.savez(handle, **arrays)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- MNIST-1D

@@ -170,7 +170,8 @@ class Trainer:
     ) -> None:
         self.method = method.to(device)
         if spec.channels_last:
-            self.method.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format at runtime; torch's overloads leave it out
+            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.data = data
         self.spec = spec
         self.seed = seed

@@ -1,10 +1,15 @@
-"""Loss terms: plain functions of tensors (and small modules where they have parameters)."""
+"""Loss terms: plain functions of tensors (and small modules where they have parameters).
+
+``LOSSES`` names every loss family for ``distill list``. The learned loss families of
+:mod:`distill.teaching` (L2T-DLF, L2T-DLN) register themselves there, beside their definitions.
+"""
 
 from collections.abc import Callable
 
 import torch
 
 from distill.losses.attention import attention_map, attention_transfer_loss
+from distill.losses.distiller import distiller_loss
 from distill.losses.hint import HintRegressor, fitnet_hint_loss
 from distill.losses.kd import (
     kd_loss,
@@ -13,15 +18,14 @@ from distill.losses.kd import (
     kd_loss_top_k,
     scalar,
     soft_cross_entropy,
+    weighted,
 )
 from distill.losses.mutual import mimicry_loss, mutual_learning_loss
 from distill.losses.slam import slam_loss, slam_mix
 from distill.registry import Registry
-from distill.search.grammar import distiller_loss
-from distill.teaching.dlf import dlf_loss
-from distill.teaching.dln import dln_loss
 
-LossFunction = Callable[..., torch.Tensor]
+#: A loss term; a few (e.g. ``mutual``) return several terms as a tuple.
+LossFunction = Callable[..., torch.Tensor | tuple[torch.Tensor, ...]]
 
 #: Every named loss term, with the sentence ``distill list`` prints.
 LOSSES: Registry[LossFunction] = Registry("loss")
@@ -38,11 +42,6 @@ LOSSES.register("mutual", "deep mutual learning: CE + mean KL from the other pee
 LOSSES.register(
     "slam", "student-label mixing: CE of teacher labels vs the mixed student (Kontonis et al. 2023)"
 )(slam_loss)
-
-LOSSES.register("dlf", "L2T-DLF's bilinear loss family −σ(log(p)ᵀW e_y + b_y) (Wu et al. 2018)")(dlf_loss)
-LOSSES.register("dln", "L2T-DLN's dynamic loss network over one-vs-one score pairs (Hai et al. 2023)")(
-    dln_loss
-)
 
 LOSSES.register(
     "distiller", "a KD-Zero distiller: Σ w·d(T(student), T(teacher)) over knowledge inputs (Li et al. 2023)"
@@ -68,4 +67,5 @@ __all__ = [
     "slam_loss",
     "slam_mix",
     "soft_cross_entropy",
+    "weighted",
 ]

@@ -107,6 +107,11 @@ def scalar(value: float, like: torch.Tensor) -> torch.Tensor:
     return _scalar(float(value), like.dtype, like.device)
 
 
+def weighted(weight: float, term: torch.Tensor) -> torch.Tensor:
+    """``weight · term``, without an extra kernel when the weight is 1."""
+    return term if weight == 1 else term * scalar(weight, term)
+
+
 def kd_loss_top_k(
     student_logits: torch.Tensor,
     teacher_top_log_probs: torch.Tensor,

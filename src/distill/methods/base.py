@@ -11,6 +11,7 @@ from torch import nn
 
 from distill.data.augment import AugmentPlan, Mixing
 from distill.data.bundle import Split
+from distill.losses import kd_loss, kd_loss_from_log_probs, kd_loss_from_probs, kd_loss_top_k, weighted
 from distill.models.taps import FeatureTaps
 from distill.schema import Section
 
@@ -28,6 +29,8 @@ class MethodSpec(Section):
     uses_teacher: ClassVar[bool] = False
     #: trains on the labeled set plus the unlabeled pool (needs ``data.pools``)
     uses_unlabeled: ClassVar[bool] = False
+    #: learns from hard labels only, so the recipe must not use mixup (checked at validation)
+    needs_hard_labels: ClassVar[bool] = False
 
     def depends_on(self) -> list[str]:
         """Names of students of the same recipe this method needs trained before it (e.g.
@@ -118,14 +121,15 @@ class Method(nn.Module):
     def on_epoch_start(self, epoch: EpochStart) -> None:
         """Called by the trainer before each epoch (e.g. to fill a teacher-output cache)."""
 
-    def prepare(self, workspace: Path) -> None:
-        """Called once before training (also when a run resumes), with the directory that
-        holds this student's checkpoints: a method with a phase of its own before the student
-        trains (e.g. meta-training a loss teacher) runs or reloads it here."""
+    def prepare(self, artifacts: MethodArtifacts) -> None:
+        """Called once before training (also when a run resumes): a method with a phase of its
+        own before the student trains (e.g. meta-training a loss teacher) runs it here, or
+        reloads what an earlier run of it handed to ``artifacts``."""
 
-    def finish(self, workspace: Path) -> dict[str, Any] | None:
-        """Called once after training; may write reports (plots) to ``workspace`` and returns
-        extra fields for the primary model's ``result.json`` (or ``None``)."""
+    def finish(self, artifacts: MethodArtifacts) -> dict[str, Any] | None:
+        """Called once after training (on the main process); may hand tables and modules to
+        ``artifacts`` (the application draws their plots) and returns extra fields for the
+        primary model's ``result.json`` (or ``None``)."""
         return None
 
     def evaluated_models(self) -> dict[str, nn.Module]:
@@ -156,6 +160,56 @@ class Update(Protocol):
     def minimize(self, loss: torch.Tensor, group: str = "") -> None: ...
 
 
+class ModuleReader(Protocol):
+    """Reads the saved modules (weights + JSON metadata) a recipe points at by path, e.g.
+    ``loss_teacher: PATH``; the application supplies it, so that no method opens one."""
+
+    def module_file_metadata(self, path: Path) -> dict[str, Any] | None:
+        """The metadata saved with the module at ``path`` (``{}`` if none), or ``None`` when
+        there is no module file at ``path``."""
+        ...
+
+    def load_module_file(self, path: Path, module: nn.Module) -> dict[str, Any]:
+        """Load the weights saved at ``path`` into ``module`` (a mismatch is a
+        :class:`~distill.errors.CheckpointError`); returns their metadata."""
+        ...
+
+
+class MethodArtifacts(Protocol):
+    """Where a method keeps what it makes besides the student (a meta-trained loss teacher,
+    tables of how its loss changed); the application owns the files. Modules and tables are
+    named (``loss_teacher``, ``meta_history``); a later run of the same student finds them."""
+
+    def has_module(self, name: str) -> bool:
+        """Whether a module is saved under ``name``."""
+        ...
+
+    def module_metadata(self, name: str) -> dict[str, Any] | None:
+        """The metadata of the module saved under ``name`` (``{}`` if none was saved with
+        it), or ``None`` when no module is saved under ``name``."""
+        ...
+
+    def load_module(self, name: str, module: nn.Module) -> dict[str, Any]:
+        """Load the weights saved under ``name`` into ``module``; returns their metadata."""
+        ...
+
+    def save_module(self, name: str, module: nn.Module, metadata: dict[str, Any]) -> None:
+        """Save ``module``'s weights under ``name`` with ``metadata`` (JSON values)."""
+        ...
+
+    def module_location(self, name: str) -> str:
+        """Where the module under ``name`` is (or will be) saved, as a result reports it."""
+        ...
+
+    def read_table(self, name: str) -> Any | None:
+        """The JSON table saved under ``name``, or ``None`` if there is none."""
+        ...
+
+    def write_table(self, name: str, rows: Any) -> None:
+        """Save ``rows`` (JSON values) as the table ``name``, replacing any before."""
+        ...
+
+
 @dataclass(frozen=True)
 class EpochStart:
     """What the trainer tells a method before an epoch: which draw, under which plan."""
@@ -169,9 +223,15 @@ class EpochStart:
 
 @dataclass(frozen=True)
 class TeacherOutput:
-    """A teacher's answer for one batch: raw logits (live) or log-probabilities at the method's
-    temperature (cached: all classes, or the top k with their ``top_classes``), plus tapped
-    features (live only)."""
+    """A teacher's answer for one batch, in whichever form its source keeps: raw logits (a live
+    teacher, the search's table) or, from a teacher-output cache, log-probabilities at the
+    method's temperature (all classes, or the top k with their ``top_classes``) or probabilities
+    ``q`` with each sample's ``Σ q log q``; plus tapped features.
+
+    A method does not branch on the form: :meth:`kd_loss` computes the distillation term from
+    whichever is held. Methods that need raw logits (e.g. a distiller's transforms) read
+    ``logits``, which live teachers and the search's table always fill.
+    """
 
     logits: torch.Tensor | None
     features: dict[str, torch.Tensor]
@@ -181,6 +241,35 @@ class TeacherOutput:
     #: place of ``log_probs`` (the form :func:`distill.losses.kd_loss_from_probs` takes)
     probs: torch.Tensor | None = None
     sum_p_log_p: torch.Tensor | None = None
+
+    def kd_loss(self, student_logits: torch.Tensor, temperature: float, weight: float = 1.0) -> torch.Tensor:
+        """``weight · T² · KL(teacher ‖ student)`` at temperature ``T`` (Hinton et al. 2015),
+        from whichever form this output holds; every form gives the same value."""
+        if self.top_classes is not None:
+            assert self.log_probs is not None
+            return weighted(
+                weight, kd_loss_top_k(student_logits, self.log_probs, self.top_classes, temperature)
+            )
+        if self.probs is not None:
+            assert self.sum_p_log_p is not None
+            return kd_loss_from_probs(student_logits, self.probs, self.sum_p_log_p, temperature, weight)
+        if self.log_probs is not None:
+            return kd_loss_from_log_probs(student_logits, self.log_probs, temperature, weight)
+        assert self.logits is not None, "a teacher output holds logits, log-probabilities or probabilities"
+        return kd_loss(student_logits, self.logits, temperature, weight)
+
+
+class Teacher(Protocol):
+    """The one teacher interface methods see: prepared before each epoch, then asked per batch.
+
+    Served by the live :class:`FrozenTeacher`, the :class:`CachedTeacher` (a teacher-output
+    cache decides how it stores) and the search's table of precomputed outputs
+    (:class:`distill.search.proxy.TeacherTable`).
+    """
+
+    def prepare(self, epoch: EpochStart) -> None: ...
+
+    def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput: ...
 
 
 class FrozenTeacher:

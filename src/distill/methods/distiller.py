@@ -4,7 +4,7 @@ Loss (Li et al., KD-Zero, NeurIPS 2023: cross-entropy plus the searched distille
 
     L = ce_weight · CE(y, z_s) + Σ_k w_k · d_k(T_k(K_s), T_k(K_t))
 
-with the terms of :class:`~distill.search.grammar.Distiller`. Knowledge inputs are the logits
+with the terms of :class:`~distill.losses.distiller.Distiller`. Knowledge inputs are the logits
 (``logits``) and the feature pairs listed under ``features``; where a student feature's shape
 differs from its teacher feature's, a learned projection maps it onto the teacher's shape (a
 1×1 convolution when only channels differ, else a linear map of the flattened feature),
@@ -14,7 +14,7 @@ trained with the student. The teacher side is always detached: gradients reach t
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -22,12 +22,12 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.losses import HintRegressor
-from distill.methods.base import Batch, EpochStart, FrozenTeacher, Method, MethodSpec, TeacherOutput
+from distill.losses.distiller import Distiller, Shape, Term
+from distill.methods.base import Batch, EpochStart, FrozenTeacher, Method, MethodSpec, Teacher
 from distill.methods.registry import METHODS, MethodContext
 from distill.methods.scratch import classification_loss
 from distill.models.taps import FeatureTaps
 from distill.schema import Section
-from distill.search.grammar import Distiller, Shape, Term
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
@@ -95,15 +95,6 @@ class DistillerSpec(MethodSpec):
         return Distiller(tuple(term.term() for term in self.terms))
 
 
-class TeacherSource(Protocol):
-    """What answers a distiller's teacher side: logits and tapped features for ``(inputs, batch)``
-    (a :class:`FrozenTeacher`, or the search's table of precomputed outputs), prepared per epoch."""
-
-    def __call__(self, inputs: torch.Tensor, batch: Batch | None = None) -> TeacherOutput: ...
-
-    def prepare(self, epoch: EpochStart) -> None: ...
-
-
 def feature_projection(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module | None:
     """What maps a student feature onto its teacher feature's shape: nothing when they agree,
     a 1×1 convolution (FitNet's regressor) when only the channels differ, else a linear map of
@@ -128,16 +119,16 @@ class _FlatProjection(nn.Module):
 
 
 class DistillerMethod(Method):
-    """Student trained on ``ce_weight · CE`` plus a :class:`~distill.search.grammar.Distiller`.
+    """Student trained on ``ce_weight · CE`` plus a :class:`~distill.losses.distiller.Distiller`.
 
-    ``teacher`` is a :class:`TeacherSource`. Shapes are checked on ``example_inputs`` before
+    ``teacher`` is any :class:`~distill.methods.base.Teacher`. Shapes are checked on ``example_inputs`` before
     training.
     """
 
     def __init__(
         self,
         student: nn.Module,
-        teacher: TeacherSource,
+        teacher: Teacher,
         distiller: Distiller,
         ce_weight: float,
         features: list[FeatureKnowledgeSpec],

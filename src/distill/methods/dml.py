@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import Field, field_validator
@@ -36,7 +36,7 @@ from distill.losses.mutual import mimicry_loss
 from distill.methods.base import Batch, Method, MethodSpec, Update, total_loss
 from distill.methods.registry import METHODS, MethodContext
 from distill.methods.scratch import classification_loss
-from distill.models.registry import nested_model_spec
+from distill.models.fields import validate_model_spec
 
 
 class DMLSpec(MethodSpec):
@@ -65,7 +65,7 @@ class DMLSpec(MethodSpec):
         models = []
         for index, entry in enumerate(cohort):
             try:
-                models.append(nested_model_spec(entry))
+                models.append(validate_model_spec(entry))
             except ValidationError as error:
                 problem = error.errors()[0]
                 where = ".".join(str(part) for part in problem["loc"])
@@ -84,7 +84,8 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
         for module in model.modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
     ]
-    saved = [(module.momentum, module.num_batches_tracked.clone()) for module in norms]
+    # a norm layer that tracks running statistics has a num_batches_tracked tensor (None otherwise)
+    saved = [(module.momentum, cast(torch.Tensor, module.num_batches_tracked).clone()) for module in norms]
     for module in norms:
         module.momentum = 0.0  # running = (1 − 0)·running + 0·batch
     try:
@@ -92,7 +93,7 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
     finally:
         for module, (momentum, tracked) in zip(norms, saved, strict=True):
             module.momentum = momentum
-            module.num_batches_tracked.copy_(tracked)
+            cast(torch.Tensor, module.num_batches_tracked).copy_(tracked)
 
 
 class DeepMutualLearning(Method):

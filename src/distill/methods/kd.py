@@ -22,16 +22,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from distill.errors import DistillError
-from distill.losses import (
-    HintRegressor,
-    attention_transfer_loss,
-    fitnet_hint_loss,
-    kd_loss,
-    kd_loss_from_log_probs,
-    kd_loss_from_probs,
-    kd_loss_top_k,
-    scalar,
-)
+from distill.losses import HintRegressor, attention_transfer_loss, fitnet_hint_loss, weighted
 from distill.methods.base import (
     Batch,
     CachedTeacher,
@@ -39,6 +30,7 @@ from distill.methods.base import (
     FrozenTeacher,
     Method,
     MethodSpec,
+    Teacher,
     TeacherOutputStore,
 )
 from distill.methods.registry import METHODS, MethodContext
@@ -69,7 +61,7 @@ class KDSpec(MethodSpec):
     uses_teacher: ClassVar[bool] = True
 
     @model_validator(mode="after")
-    def _some_term_is_weighted(self) -> KDSpec:
+    def _some_term_isweighted(self) -> KDSpec:
         if not (self.kd_weight or self.ce_weight or any(pair.weight for pair in self.features)):
             raise ValueError("every loss weight is 0; give kd_weight, ce_weight or a feature weight > 0")
         return self
@@ -103,7 +95,7 @@ class KnowledgeDistillation(Method):
         self.ce_weight = ce_weight
         self.pairs = list(features)
         self.live_teacher = FrozenTeacher(teacher, [pair.teacher for pair in self.pairs], teacher_precision)
-        self.teacher: FrozenTeacher | CachedTeacher = self.live_teacher
+        self.teacher: Teacher = self.live_teacher
         if teacher_cache is not None:
             self.teacher = CachedTeacher(self.live_teacher, teacher_cache)
         self.student_taps = FeatureTaps(
@@ -144,27 +136,9 @@ class KnowledgeDistillation(Method):
         student_logits = self.student(batch.inputs)
         terms: dict[str, torch.Tensor] = {}
         if self.kd_weight:
-            if teacher.top_classes is not None:
-                assert teacher.log_probs is not None
-                kd_term = kd_loss_top_k(
-                    student_logits, teacher.log_probs, teacher.top_classes, self.temperature
-                )
-                kd_term = _weighted(self.kd_weight, kd_term)
-            elif teacher.probs is not None:
-                assert teacher.sum_p_log_p is not None
-                kd_term = kd_loss_from_probs(
-                    student_logits, teacher.probs, teacher.sum_p_log_p, self.temperature, self.kd_weight
-                )
-            elif teacher.log_probs is not None:
-                kd_term = kd_loss_from_log_probs(
-                    student_logits, teacher.log_probs, self.temperature, self.kd_weight
-                )
-            else:
-                assert teacher.logits is not None
-                kd_term = kd_loss(student_logits, teacher.logits, self.temperature, self.kd_weight)
-            terms["kd"] = kd_term
+            terms["kd"] = teacher.kd_loss(student_logits, self.temperature, self.kd_weight)
         if self.ce_weight:
-            terms["ce"] = _weighted(self.ce_weight, classification_loss(student_logits, batch))
+            terms["ce"] = weighted(self.ce_weight, classification_loss(student_logits, batch))
         for index, pair in enumerate(self.pairs):
             student_feature = self.student_taps.features[pair.student]
             teacher_feature = teacher.features[pair.teacher]
@@ -173,13 +147,8 @@ class KnowledgeDistillation(Method):
                 term = fitnet_hint_loss(regressed, teacher_feature)
             else:
                 term = attention_transfer_loss(student_feature, teacher_feature)
-            terms[f"{pair.loss}:{pair.student}"] = _weighted(pair.weight, term)
+            terms[f"{pair.loss}:{pair.student}"] = weighted(pair.weight, term)
         return terms
-
-
-def _weighted(weight: float, term: torch.Tensor) -> torch.Tensor:
-    """``weight · term``, without an extra kernel when the weight is 1."""
-    return term if weight == 1 else term * scalar(weight, term)
 
 
 @METHODS.register_factory("kd", "Hinton KD from a frozen teacher, optional FitNet/attention feature terms")

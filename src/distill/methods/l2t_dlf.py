@@ -6,34 +6,35 @@ teacher and its reverse-mode training are in :mod:`distill.teaching.dlf`. This m
 1. before the student trains (:meth:`Method.prepare`), meta-trains a :class:`LossTeacher` on
    the recipe's data — episodes of fresh students of the student's architecture, trained by
    plain SGD on the teacher's loss, the teacher updated by the gradient of a smooth dev error —
-   and saves it as ``RUN/<student>/loss_teacher.safetensors`` (+ ``.json`` metadata,
-   ``meta_history.json``); or loads a saved one (``loss_teacher: PATH``: teacher transfer to
+   and hands it to the run's artifacts as ``loss_teacher``
+   (``RUN/<student>/loss_teacher.safetensors`` + ``.json`` metadata; tables ``meta_history``
+   and ``meta_episodes``); or loads a saved one (``loss_teacher: PATH``: teacher transfer to
    another student or dataset with the same number of classes);
 2. trains a fresh student with the recipe's optimizer on ``l_{Φ_t}``, ``Φ_t = μ_θ(s_t)`` from
    the frozen teacher and the student's live state ``s_t`` (progress, moving train accuracy and
    loss, dev accuracy measured before each epoch);
-3. plots the loss it was given over training (``loss_parameters.png`` and ``.json``).
+3. hands over the loss it was given over training (table ``loss_parameters``; the application
+   plots it as ``loss_parameters.png``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, PositiveFloat
 from torch import nn
 
 from distill.data.bundle import Split
-from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoint
 from distill.errors import CheckpointError
-from distill.files import atomic_write_json
-from distill.methods.base import Batch, EpochStart, Method, MethodSpec
+from distill.methods.base import Batch, EpochStart, Method, MethodArtifacts, MethodSpec, ModuleReader
 from distill.methods.loss_teachers import (
     LossTaughtMethod,
+    check_loss_teacher_kind,
+    context_reader,
     episode_students,
     loss_teacher_metadata,
     require_validation_and_budget,
@@ -69,6 +70,8 @@ class L2TDLFSpec(MethodSpec):
     ``fresh`` draws a new initialisation per episode, for a teacher meant to transfer.
     """
 
+    needs_hard_labels: ClassVar[bool] = True
+
     name: Literal["l2t-dlf"] = "l2t-dlf"
     loss_teacher: FilePath | None = None
     matrices: Annotated[int, Field(le=10_000), Positive] = 4
@@ -85,24 +88,34 @@ class L2TDLFSpec(MethodSpec):
     episode_student: Literal["same", "fresh"] = "same"
 
 
-def load_loss_teacher(path: Path, num_classes: int, owner: str) -> tuple[LossTeacher, dict[str, Any]]:
-    """A saved :class:`LossTeacher` and its metadata; a file of another kind or class count is
-    refused with a message naming it."""
-    metadata = loss_teacher_metadata(path, TEACHER_KIND, "l2t-dlf", owner)
+def load_loss_teacher(
+    path: Path, num_classes: int, owner: str, reader: ModuleReader
+) -> tuple[LossTeacher, dict[str, Any]]:
+    """A saved :class:`LossTeacher` and its metadata, read by ``reader``; a file of another kind
+    or class count is refused with a message naming it."""
+    metadata = loss_teacher_metadata(path, TEACHER_KIND, "l2t-dlf", owner, reader)
+    teacher = loss_teacher_for(metadata, num_classes, path, owner)
+    reader.load_module_file(path, teacher)
+    return teacher, metadata
+
+
+def loss_teacher_for(metadata: dict[str, Any], num_classes: int, path: Path | str, owner: str) -> LossTeacher:
+    """An untrained :class:`LossTeacher` of the shape ``metadata`` describes (of the teacher
+    saved at ``path``); a teacher for another class count is refused."""
     if metadata.get("num_classes") != num_classes:
         raise CheckpointError(
             f"{owner}.loss_teacher: {path} writes losses for {metadata.get('num_classes')} classes; "
             f"this data has {num_classes}"
         )
-    teacher = LossTeacher(
+    return LossTeacher(
         num_classes, int(metadata["matrices"]), nonnegative=bool(metadata.get("nonnegative", True))
     )
-    load_weights(path, teacher)
-    return teacher, metadata
 
 
 class DynamicLossDistillation(LossTaughtMethod):
     """The student minimizes ``l_{μ_θ(s_t)}`` (see module doc); the teacher is frozen here."""
+
+    loss_history: torch.Tensor  # buffer: (epochs, weights + 3), NaN for epochs not reached
 
     method_name = "l2t-dlf"
 
@@ -133,15 +146,18 @@ class DynamicLossDistillation(LossTaughtMethod):
         )
 
     # ------------------------------------------------------------------ the teacher
-    def prepare(self, workspace: Path) -> None:
+    def prepare(self, artifacts: MethodArtifacts) -> None:
         if self.loaded_metadata is not None:
             return
-        path = workspace / "loss_teacher.safetensors"
-        if path.is_file() and read_metadata(path).get("data_fingerprint") == self.data_fingerprint:
-            teacher, metadata = load_loss_teacher(path, self.loss_teacher.num_classes, "l2t-dlf")
+        metadata = artifacts.module_metadata("loss_teacher")
+        if metadata is not None and metadata.get("data_fingerprint") == self.data_fingerprint:
+            location = artifacts.module_location("loss_teacher")
+            check_loss_teacher_kind(metadata, location, TEACHER_KIND, "l2t-dlf", "l2t-dlf")
+            teacher = loss_teacher_for(metadata, self.loss_teacher.num_classes, location, "l2t-dlf")
+            artifacts.load_module("loss_teacher", teacher)
             self.loss_teacher.load_state_dict(teacher.state_dict())
             self.meta_seconds = float(metadata.get("meta_seconds", 0.0))
-            LOG.info("l2t-dlf: reusing the loss teacher meta-trained earlier (%s)", path)
+            LOG.info("l2t-dlf: reusing the loss teacher meta-trained earlier (%s)", location)
             return
         schedule = self.schedule()
         LOG.info(
@@ -163,14 +179,12 @@ class DynamicLossDistillation(LossTaughtMethod):
         )
         self.loss_teacher.requires_grad_(False)
         self.meta_seconds = history.seconds
-        workspace.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(workspace / "meta_history.json", history.rows)
-        atomic_write_json(
-            workspace / "meta_episodes.json",
-            {"episodes": history.episodes, "kept_episode": history.best_episode},
+        artifacts.write_table("meta_history", history.rows)
+        artifacts.write_table(
+            "meta_episodes", {"episodes": history.episodes, "kept_episode": history.best_episode}
         )
-        save_checkpoint(
-            path,
+        artifacts.save_module(
+            "loss_teacher",
             self.loss_teacher,
             {
                 "kind": TEACHER_KIND,
@@ -237,9 +251,7 @@ class DynamicLossDistillation(LossTaughtMethod):
         self.student_state.observe(logits.detach(), batch.targets)
         return {"dlf": loss}
 
-    def finish(self, workspace: Path) -> dict[str, Any]:
-        from distill.report.teaching import plot_loss_parameters
-
+    def finish(self, artifacts: MethodArtifacts) -> dict[str, Any]:
         matrices = int(self.loss_teacher.matrices.shape[0])
         names = [f"attention_{i}" for i in range(matrices)] + ["W_diagonal", "W_off_diagonal", "b_mean"]
         table = [
@@ -247,14 +259,12 @@ class DynamicLossDistillation(LossTaughtMethod):
             for epoch, row in enumerate(self.loss_history.cpu())
             if not math.isnan(float(row[0]))
         ]
-        atomic_write_json(workspace / "loss_parameters.json", table)
-        meta_rows = []
-        meta_path = workspace / "meta_history.json"
-        if meta_path.is_file():
-            meta_rows = json.loads(meta_path.read_text())
-        plot_loss_parameters(table, meta_rows, workspace / "loss_parameters.png", "l2t-dlf")
-        teacher = self.spec.loss_teacher or workspace / "loss_teacher.safetensors"
-        return {"loss_teacher": str(teacher), "meta_seconds": round(self.meta_seconds, 3)}
+        artifacts.write_table("loss_parameters", table)  # plotted by the application
+        if self.spec.loss_teacher is not None:
+            teacher = str(self.spec.loss_teacher)
+        else:
+            teacher = artifacts.module_location("loss_teacher")
+        return {"loss_teacher": teacher, "meta_seconds": round(self.meta_seconds, 3)}
 
 
 @METHODS.register_factory("l2t-dlf", "learning to teach with dynamic loss functions (Wu et al. 2018)")
@@ -262,7 +272,9 @@ def build_l2t_dlf(spec: L2TDLFSpec, context: MethodContext) -> Method:
     require_validation_and_budget(context, "l2t-dlf")
     metadata = None
     if spec.loss_teacher is not None:
-        teacher, metadata = load_loss_teacher(spec.loss_teacher, context.num_classes, context.owner)
+        teacher, metadata = load_loss_teacher(
+            spec.loss_teacher, context.num_classes, context.owner, context_reader(context)
+        )
     else:
         teacher = LossTeacher(
             context.num_classes,

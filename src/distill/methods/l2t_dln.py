@@ -31,8 +31,9 @@ one-round delay. The official DLN mean also counts the target's all-zero row (a 
 (C − 1)/C, dropped). A resumed run restores the DLN, the teacher and its memory, and draws the
 same validation batches; the LSTM's Adam moments restart.
 
-``RUN/<student>/loss_teacher.safetensors`` holds the LSTM teacher and the DLN it starts from
-(saved after meta-training, and again after the student if the teacher kept learning);
+``RUN/<student>/loss_teacher.safetensors`` (the run's artifact ``loss_teacher``) holds the LSTM
+teacher and the DLN it starts from (saved after meta-training, and again after the student if
+the teacher kept learning);
 ``loss_teacher: PATH`` trains another student with it (teacher frozen unless
 ``learn_teacher: true``), the DLN again starting from that initial network.
 """
@@ -43,19 +44,26 @@ import copy
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import PositiveFloat
 from torch import nn
 
 from distill.data.bundle import Split
-from distill.engine.checkpoint import load_weights, read_metadata, save_checkpoint
 from distill.errors import DistillError
-from distill.files import atomic_write_json
-from distill.methods.base import Batch, EpochStart, Method, MethodSpec, Update
+from distill.methods.base import (
+    Batch,
+    EpochStart,
+    Method,
+    MethodArtifacts,
+    MethodSpec,
+    ModuleReader,
+    Update,
+)
 from distill.methods.loss_teachers import (
     LossTaughtMethod,
+    context_reader,
     episode_students,
     loss_teacher_metadata,
     require_validation_and_budget,
@@ -94,6 +102,8 @@ class L2TDLNSpec(MethodSpec):
     sign(g)`` from the look-ahead validation gradient ``g`` (no meta-training, nothing learned):
     it shows whether the gradient's direction itself helps the student."""
 
+    needs_hard_labels: ClassVar[bool] = True
+
     name: Literal["l2t-dln"] = "l2t-dln"
     loss_teacher: FilePath | None = None
     learn_teacher: bool | None = None
@@ -120,6 +130,9 @@ class DLNTeacher(nn.Module):
 
 class DynamicLossNetworkTeaching(LossTaughtMethod):
     """Stages (a)–(c) of the module doc; the student's loss term is ``dln``."""
+
+    rounds: torch.Tensor  # buffer: teaching rounds done (restored on resume)
+    loss_history: torch.Tensor  # buffer: (epochs, probes + 2), NaN for epochs not reached
 
     method_name = "l2t-dln"
 
@@ -237,12 +250,12 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
         return dln_loss(self.dln, phi, logits, targets)
 
     # ------------------------------------------------------------------ meta-training
-    def prepare(self, workspace: Path) -> None:
+    def prepare(self, artifacts: MethodArtifacts) -> None:
         if self.loaded or self.spec.episodes == 0 or self.spec.update_rule == "sign" or int(self.rounds) > 0:
             return  # a loaded teacher, none to meta-train, or a resumed run (its state is restored)
-        path = workspace / "loss_teacher.safetensors"
-        if path.is_file() and read_metadata(path).get("data_fingerprint") == self.data_fingerprint:
-            load_weights(path, self.teacher)  # meta-trained before an interruption
+        metadata = artifacts.module_metadata("loss_teacher")
+        if metadata is not None and metadata.get("data_fingerprint") == self.data_fingerprint:
+            artifacts.load_module("loss_teacher", self.teacher)  # meta-trained before an interruption
             return
         budget = self.budget
         schedule = DLNSchedule(
@@ -273,13 +286,12 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
             seed=self.seed,
         )
         self.teacher.lstm.requires_grad_(self.learn)
-        workspace.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(workspace / "meta_history.json", rows)
-        self._save(path, {"meta_episodes": rows})
+        artifacts.write_table("meta_history", rows)
+        self._save(artifacts, {"meta_episodes": rows})
 
-    def _save(self, path: Path, extra: dict[str, Any]) -> None:
-        save_checkpoint(
-            path,
+    def _save(self, artifacts: MethodArtifacts, extra: dict[str, Any]) -> None:
+        artifacts.save_module(
+            "loss_teacher",
             self.teacher,
             {
                 "kind": TEACHER_KIND,
@@ -292,9 +304,7 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
         )
 
     # ------------------------------------------------------------------ reports
-    def finish(self, workspace: Path) -> dict[str, Any]:
-        from distill.report.teaching import plot_loss_parameters
-
+    def finish(self, artifacts: MethodArtifacts) -> dict[str, Any]:
         names = [f"dln_loss_{name}" for name in PROBES] + ["val_ce_lookahead", "mean_dln_step"]
         table = [
             {
@@ -304,15 +314,14 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
             for epoch, row in enumerate(self.loss_history.cpu())
             if not math.isnan(float(row[0]))
         ]
-        atomic_write_json(workspace / "loss_parameters.json", table)
-        plot_loss_parameters(table, [], workspace / "loss_parameters.png", "l2t-dln")
-        path = workspace / "loss_teacher.safetensors"
+        artifacts.write_table("loss_parameters", table)  # plotted by the application
+        location = artifacts.module_location("loss_teacher")
         if not self.learn:  # a frozen teacher: the file it came from, if any
             if self.loaded:
                 return {"loss_teacher": str(self.spec.loss_teacher)}
-            return {"loss_teacher": str(path)} if path.is_file() else {}
-        self._save(path, {"rounds_with_this_student": int(self.rounds)})  # as it ends, having kept learning
-        return {"loss_teacher": str(path)}
+            return {"loss_teacher": location} if artifacts.has_module("loss_teacher") else {}
+        self._save(artifacts, {"rounds_with_this_student": int(self.rounds)})  # as it ends, still learning
+        return {"loss_teacher": location}
 
 
 _PAIRWISE_STARTS: dict[tuple[int, int, bool], dict[str, torch.Tensor]] = {}
@@ -333,11 +342,12 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def load_dln_teacher(path: Path, owner: str) -> DLNTeacher:
-    """A saved :class:`DLNTeacher`; another kind of file is refused with a message naming it."""
-    metadata = loss_teacher_metadata(path, TEACHER_KIND, "l2t-dln", owner)
+def load_dln_teacher(path: Path, owner: str, reader: ModuleReader) -> DLNTeacher:
+    """A saved :class:`DLNTeacher`, read by ``reader``; another kind of file is refused with a
+    message naming it."""
+    metadata = loss_teacher_metadata(path, TEACHER_KIND, "l2t-dln", owner, reader)
     teacher = DLNTeacher(int(metadata.get("width", 40)), bool(metadata.get("normalize", True)))
-    load_weights(path, teacher)
+    reader.load_module_file(path, teacher)
     return teacher
 
 
@@ -347,7 +357,7 @@ def load_dln_teacher(path: Path, owner: str) -> DLNTeacher:
 def build_l2t_dln(spec: L2TDLNSpec, context: MethodContext) -> Method:
     require_validation_and_budget(context, "l2t-dln")
     if spec.loss_teacher is not None:
-        teacher = load_dln_teacher(spec.loss_teacher, context.owner)
+        teacher = load_dln_teacher(spec.loss_teacher, context.owner, context_reader(context))
         width = teacher.initial_dln.output.in_features
         if width != spec.width:
             raise DistillError(

@@ -8,24 +8,40 @@ from typing import Any
 
 from torch import nn
 
-from distill.engine.checkpoint import read_metadata
 from distill.errors import CheckpointError, DistillError
-from distill.methods.base import Batch, Method
+from distill.methods.base import Batch, Method, ModuleReader
 from distill.methods.registry import MethodContext
 
 
-def loss_teacher_metadata(path: Path, kind: str, method: str, owner: str) -> dict[str, Any]:
-    """The metadata of the loss teacher saved at ``path``; a missing file or a file of another
-    kind is refused with a message naming the recipe field (``<owner>.loss_teacher``)."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"{owner}.loss_teacher: file not found: {path}")
-    metadata = read_metadata(path)
+def check_loss_teacher_kind(
+    metadata: dict[str, Any], path: Path | str, kind: str, method: str, owner: str
+) -> None:
+    """Refuse the loss teacher at ``path`` (``metadata`` its metadata) unless it is of ``kind``."""
     if metadata.get("kind") != kind:
         raise CheckpointError(
             f"{owner}.loss_teacher: {path} is not an {method} loss teacher (its metadata says kind "
             f"{metadata.get('kind')!r}; expected {kind!r})"
         )
+
+
+def loss_teacher_metadata(
+    path: Path, kind: str, method: str, owner: str, reader: ModuleReader
+) -> dict[str, Any]:
+    """The metadata of the loss teacher saved at ``path`` (read by ``reader``); a missing file or
+    a file of another kind is refused with a message naming the recipe field
+    (``<owner>.loss_teacher``)."""
+    metadata = reader.module_file_metadata(path)
+    if metadata is None:
+        raise CheckpointError(f"{owner}.loss_teacher: file not found: {path}")
+    check_loss_teacher_kind(metadata, path, kind, method, owner)
     return metadata
+
+
+def context_reader(context: MethodContext) -> ModuleReader:
+    """The reader of modules named by path that the application handed the method factory."""
+    if context.module_reader is None:
+        raise DistillError(f"{context.owner}: loading a saved loss teacher needs a module reader")
+    return context.module_reader
 
 
 def require_validation_and_budget(context: MethodContext, method: str) -> None:

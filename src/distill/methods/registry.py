@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from distill.data.bundle import DataBundle
-from distill.methods.base import TeacherOutputStore
+from distill.methods.base import ModuleReader, TeacherOutputStore
 from distill.registry import SpecRegistry
 
 
@@ -42,7 +42,8 @@ class MethodContext:
     (for unlabeled-data methods: L followed by U, and V; U's labels are hidden).
     ``budget`` is the student's training budget (epochs, batch size, steps, learning rate).
     ``trained_students`` holds the primary models of the recipe's students trained before this
-    one, by name (see :meth:`MethodSpec.depends_on`).
+    one, by name (see :meth:`MethodSpec.depends_on`). ``module_reader`` reads modules a recipe
+    names by path (e.g. a saved loss teacher), so that no method opens a file itself.
     """
 
     student: nn.Module
@@ -57,6 +58,7 @@ class MethodContext:
     data: DataBundle | None = None
     trained_students: dict[str, nn.Module] = field(default_factory=dict)
     budget: Budget | None = None
+    module_reader: ModuleReader | None = None
 
     def new_model(self, spec: Any, owner: str, seed: int) -> nn.Module:
         """A fresh model for ``spec`` (the student's architecture when ``None``) from ``seed``."""

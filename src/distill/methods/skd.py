@@ -127,7 +127,8 @@ class ShadowHead(nn.Module):
             down = self.down[index](hidden)
             if self.rank and tuple(down.shape[2:]) != tuple(feature.shape[2:]):
                 pool = F.adaptive_avg_pool2d if self.rank == 2 else F.adaptive_avg_pool1d
-                down = pool(down, feature.shape[2:])
+                # output_size is the feature's spatial shape (length rank); the stubs want a fixed tuple
+                down = pool(down, feature.shape[2:])  # type: ignore[arg-type]
             hidden = down + self.lateral[index](feature)
         hidden = self.final(hidden)
         pooled = hidden.flatten(2).mean(dim=2) if self.rank else hidden

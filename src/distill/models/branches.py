@@ -31,7 +31,8 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from distill.errors import unknown_name_message
-from distill.models.registry import MODELS, ModelSpec, nested_model_spec
+from distill.models.fields import validate_model_spec
+from distill.models.registry import MODELS, ModelSpec
 
 
 def forward_completion_order(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
@@ -220,7 +221,7 @@ class MultiBranch(nn.Module):
             self._recording = False
             first.train(was_training)
         assert self._split_output is not None
-        self.gate = BranchGate(self._split_output.shape[1], len(branches))
+        self.gate: BranchGate = BranchGate(self._split_output.shape[1], len(branches))
         self._split_output = None
         self._recorded = {}
 
@@ -287,7 +288,7 @@ class MultiBranchSpec(ModelSpec):
     @field_validator("backbone")
     @classmethod
     def _backbone_model(cls, backbone: Any) -> ModelSpec:
-        return nested_model_spec(backbone)
+        return validate_model_spec(backbone)
 
 
 @MODELS.register_factory(

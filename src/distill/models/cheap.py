@@ -29,7 +29,8 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from distill.models.registry import MODELS, ModelSpec, nested_model_spec
+from distill.models.fields import validate_model_spec
+from distill.models.registry import MODELS, ModelSpec
 
 LOG = logging.getLogger("distill")
 Block = Literal["G", "B", "BG"]
@@ -162,7 +163,7 @@ class CheapSpec(ModelSpec):
     @field_validator("base")
     @classmethod
     def _base_model(cls, base: Any) -> ModelSpec:
-        return nested_model_spec(base)
+        return validate_model_spec(base)
 
 
 @MODELS.register_factory(

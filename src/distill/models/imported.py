@@ -15,10 +15,34 @@ import importlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from torch import nn
 
 from distill.errors import CheckpointError, DistillError
+from distill.models.registry import ModelSpec
+
+#: The union tag of imported models (their names are references, not registered names).
+IMPORTED_TAG = "package.module:callable"
+
+
+class ImportedModelSpec(ModelSpec):
+    """A model from any importable factory: ``name: "package.module:callable"`` + ``kwargs``."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _is_reference(cls, name: str) -> str:
+        if ":" not in name:
+            raise ValueError(f"must look like 'package.module:callable', got '{name}'")
+        return name
+
+
+def is_reference(name: str) -> bool:
+    """Whether a model name is a ``package.module:callable`` reference."""
+    return ":" in name
+
 
 #: Factories the user trusts to be rebuilt from checkpoint metadata (``--trust-factory``).
 _TRUSTED_FACTORIES: set[str] = set()
@@ -97,7 +121,3 @@ def build_imported(reference: str, kwargs: dict[str, Any]) -> nn.Module:
             f"model factory '{reference}' returned {type(model).__name__}, expected torch.nn.Module"
         )
     return model
-
-
-#: Field type for the keyword arguments of an imported factory.
-FactoryKwargs = Field(default_factory=dict)

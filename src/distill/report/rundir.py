@@ -169,7 +169,7 @@ class RunDirectory:
             raise RunDirectoryError(f"{self.metrics_path}: not UTF-8 text; the file is damaged") from None
         except OSError as error:
             raise storage_error(error, "read", self.metrics_path) from None
-        records = []
+        records: list[dict[str, Any]] = []
         for number, line in enumerate(lines, start=1):
             if not line:
                 continue

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 
 def results_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"{summary['recipe']} — test accuracy of the reported epoch")
-    for column, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("model", "left"),
         ("role", "left"),
         ("method", "left"),
@@ -18,7 +18,8 @@ def results_table(summary: dict[str, Any]) -> Table:
         ("params", "right"),
         ("epochs", "right"),
         ("seconds", "right"),
-    ]:
+    ]
+    for column, justify in columns:
         table.add_column(column, justify=justify, no_wrap=True)
     for row in summary["results"]:
         table.add_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,23 @@ def plot_loss_parameters(
         axis.legend(fontsize=7)
         axis.grid(alpha=0.3)
     save_figure(figure, path, dpi=100)
+
+
+#: methods whose loss plot starts with the teacher's meta-training (their ``meta_history`` table)
+META_TRAINING_PANEL = frozenset({"l2t-dlf"})
+
+
+def plot_method_tables(directory: Path, method_name: str) -> None:
+    """Draw the plots of the tables a method handed to its artifacts in ``directory`` (the
+    student's folder): ``loss_parameters.png`` from ``loss_parameters.json``, after the
+    ``meta_history.json`` of the methods in :data:`META_TRAINING_PANEL`. Nothing without
+    ``loss_parameters.json``."""
+    table_path = Path(directory) / "loss_parameters.json"
+    if not table_path.is_file():
+        return
+    table = json.loads(table_path.read_text())
+    meta_rows: list[dict[str, Any]] = []
+    meta_path = Path(directory) / "meta_history.json"
+    if method_name in META_TRAINING_PANEL and meta_path.is_file():
+        meta_rows = json.loads(meta_path.read_text())
+    plot_loss_parameters(table, meta_rows, Path(directory) / "loss_parameters.png", method_name)

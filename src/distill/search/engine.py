@@ -38,17 +38,18 @@ import torch
 import yaml
 from pydantic import Field
 
+from distill.assemble import checkpoint_metadata, instantiate, load_teacher, select_device
 from distill.config import Recipe, validate_recipe
 from distill.data import DataBundle, load_data
 from distill.engine.trainer import Trainer, TrainSpec
 from distill.errors import DistillError, RunDirectoryError
 from distill.files import atomic_write_bytes, atomic_write_json
+from distill.losses.distiller import WEIGHTS, Distiller, Op, Term
 from distill.methods.base import Batch, FrozenTeacher
 from distill.methods.distiller import FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
 from distill.models.imported import trusted_factories
 from distill.models.taps import FeatureTaps
-from distill.runner import instantiate, load_teacher, select_device
 from distill.schema import Epochs, PositiveInt, Section
 from distill.search.backends import Backend, Outcome, open_backend
 from distill.search.evolution import (
@@ -60,7 +61,6 @@ from distill.search.evolution import (
     operations_to_drop,
     random_distiller,
 )
-from distill.search.grammar import WEIGHTS, Distiller, Op, Term
 from distill.search.proxy import ProxyTask, proxy_bundle
 from distill.search.rejection import RejectionProbe
 
@@ -217,11 +217,9 @@ class DistillerSearch:
             device=select_device(self.recipe.device),
             model_name=spec.name,
             model_dir=directory,
-            checkpoint_metadata={
-                "name": spec.name,
-                "role": "teacher",
-                "model": spec.model.model_dump(mode="json"),
-            },
+            checkpoint_metadata=checkpoint_metadata(
+                spec.name, "teacher", "scratch", spec.model, data, self.recipe
+            ),
         )
         trainer.load_resume()
         fit = trainer.fit()
@@ -510,7 +508,7 @@ def reference_kd(recipe: Recipe) -> dict[str, Any]:
     """The recipe's ``kd`` student (or Hinton's T = 4, 0.9/0.1) as a distiller payload:
     ``kd_weight·T²·KL(σ(z_t/T) ‖ σ(z_s/T))`` is ``kl`` of the two temperature log-softmaxes."""
     template = next(
-        (s.method for s in recipe.students if s.method.name == "kd" and getattr(s.method, "kd_weight", 0)),
+        (s.method for s in recipe.students if s.method.name == "kd" and getattr(s.method, "kd_weight", None)),
         None,
     )
     temperature = getattr(template, "temperature", 4.0)

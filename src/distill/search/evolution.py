@@ -16,12 +16,13 @@ from a NumPy generator the caller seeds, so a seeded search is reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import numpy as np
 
-from distill.search.grammar import (
+from distill.losses.distiller import (
     DISTANCES,
     TRANSFORMS,
     WEIGHTS,
@@ -33,6 +34,8 @@ from distill.search.grammar import (
 )
 
 _ATTEMPTS = 50
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -48,14 +51,14 @@ class SearchSpace:
     max_transforms: int = 3
 
     @classmethod
-    def full(cls, shapes: dict[str, Shape], **options: object) -> SearchSpace:
+    def full(cls, shapes: dict[str, Shape], **options: Any) -> SearchSpace:
         """Every registered transform (but the no-op: a shorter chain is the no-op) and distance."""
         transforms = tuple(name for name in TRANSFORMS.names() if name != "identity")
-        return cls(shapes, transforms, tuple(DISTANCES.names()), **options)  # type: ignore[arg-type]
+        return cls(shapes, transforms, tuple(DISTANCES.names()), **options)
 
     def ops(self) -> list[Op]:
         """Every (transform, parameter) the space allows."""
-        ops = []
+        ops: list[Op] = []
         for name in self.transforms:
             params = TRANSFORMS.get(name).params
             ops.extend(Op(name, float(p)) for p in params) if params else ops.append(Op(name))
@@ -82,7 +85,7 @@ class SearchSpace:
         return distiller.is_valid(self.shapes)
 
 
-def _pick(rng: np.random.Generator, items: list) -> object:
+def _pick(rng: np.random.Generator, items: Sequence[_T]) -> _T:
     return items[int(rng.integers(len(items)))]
 
 
@@ -101,7 +104,7 @@ def random_chain(rng: np.random.Generator, space: SearchSpace, shape: Shape, len
         fitting = [(op, out) for op in ops if (out := _fits(op, shape)) is not None]
         if not fitting:
             break
-        op, shape = _pick(rng, fitting)  # type: ignore[misc]
+        op, shape = _pick(rng, fitting)
         chain.append(op)
     return tuple(chain)
 
@@ -138,10 +141,10 @@ def mutate(rng: np.random.Generator, parent: Distiller, space: SearchSpace) -> D
         chain = list(term.transforms)
         if kind == "replace" and chain:
             position = int(rng.integers(len(chain)))
-            chain[position] = _pick(rng, space.ops())  # type: ignore[assignment]
+            chain[position] = _pick(rng, space.ops())
             terms[index] = replace(term, transforms=tuple(chain))
         elif kind == "insert" and len(chain) < space.max_transforms:
-            chain.insert(int(rng.integers(len(chain) + 1)), _pick(rng, space.ops()))  # type: ignore[arg-type]
+            chain.insert(int(rng.integers(len(chain) + 1)), _pick(rng, space.ops()))
             terms[index] = replace(term, transforms=tuple(chain))
         elif kind == "delete" and chain:
             del chain[int(rng.integers(len(chain)))]

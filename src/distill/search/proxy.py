@@ -29,18 +29,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.assemble import instantiate, load_teacher
 from distill.config import validate_recipe
 from distill.data import load_data
 from distill.data.augment import planned_batches
 from distill.data.bundle import DataBundle, Split
 from distill.engine.trainer import Trainer, TrainSpec
 from distill.errors import DistillError
+from distill.losses.distiller import Distiller
 from distill.methods.base import Batch, EpochStart, FrozenTeacher, Method, TeacherOutput
 from distill.methods.distiller import DistillerMethod, FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
 from distill.models.imported import trust_factories
-from distill.runner import instantiate, load_teacher
-from distill.search.grammar import Distiller
 
 
 @dataclass(frozen=True)

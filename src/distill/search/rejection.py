@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from distill.losses.distiller import Distiller, Shape
 from distill.methods.base import Batch, FrozenTeacher
 from distill.methods.distiller import DistillerMethod, FeatureKnowledgeSpec
 from distill.methods.scratch import classification_loss
-from distill.search.grammar import Distiller, Shape
 
 
 @dataclass(frozen=True)

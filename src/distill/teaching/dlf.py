@@ -58,6 +58,7 @@ from torch import nn
 from torch.func import functional_call
 
 from distill.data.bundle import Split
+from distill.losses import LOSSES
 from distill.teaching.unroll import (
     Params,
     Unroll,
@@ -156,6 +157,9 @@ class StudentState(nn.Module):
     last measurement; ``seen`` counts the batches observed. Held in buffers, on the student's
     device: observing a batch needs no host sync, and a resume checkpoint restores the state.
     """
+
+    values: torch.Tensor  # buffer: train acc, train loss, dev acc
+    seen: torch.Tensor  # buffer: batches observed
 
     def __init__(self, num_classes: int, decay: float = 0.9) -> None:
         super().__init__()
@@ -347,3 +351,6 @@ def meta_train(
         history.best_episode = -1
     history.seconds = time.perf_counter() - started
     return history
+
+
+LOSSES.register("dlf", "L2T-DLF's bilinear loss family −σ(log(p)ᵀW e_y + b_y) (Wu et al. 2018)")(dlf_loss)

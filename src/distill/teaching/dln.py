@@ -31,8 +31,9 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from torch import nn
 from torch.func import functional_call
 
 from distill.data.bundle import Split
+from distill.losses import LOSSES
 from distill.teaching.unroll import Params, Unroll, detached, functional_student, hypergradient, minibatches
 
 
@@ -77,6 +79,8 @@ class DynamicLossNetwork(nn.Module):
     Normalized, the teacher shapes the loss but not its scale. ``normalize=False`` is the
     official network.
     """
+
+    grid: torch.Tensor  # buffer: the score_grid() rows
 
     def __init__(self, width: int = 40, depth: int = 4, normalize: bool = True) -> None:
         super().__init__()
@@ -149,7 +153,7 @@ class CoordinateLSTM(nn.Module):
                 torch.zeros(coordinates, cell.hidden_size, device=device),
                 torch.zeros(coordinates, cell.hidden_size, device=device),
             )
-            for cell in self.cells
+            for cell in cast(Iterable[nn.LSTMCell], self.cells)
         ]
 
     def forward(
@@ -365,3 +369,8 @@ def _draw(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.randint(0, len(split.targets), (min(size, len(split.targets)),), generator=generator)
     return split.inputs[rows].to(device), split.targets[rows].to(device)
+
+
+LOSSES.register("dln", "L2T-DLN's dynamic loss network over one-vs-one score pairs (Hai et al. 2023)")(
+    dln_loss
+)

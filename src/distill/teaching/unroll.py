@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -154,7 +155,11 @@ class Unroll:
             def transition(weights: Params, teacher: Params) -> Params:
                 return self.step(weights, teacher, inputs, targets, index)  # noqa: B023
 
-            _, pullback = vjp(transition, trajectory[offset], detached(theta))
+            # torch types vjp's result as a 2- or 3-tuple; without has_aux it is (output, pullback)
+            _, pullback = cast(
+                "tuple[Params, Callable[[Params], tuple[Params, Params]]]",
+                vjp(transition, trajectory[offset], detached(theta)),
+            )
             weights_adjoint, teacher_adjoint = pullback(adjoint)
             adjoint = detached(weights_adjoint)
             for name, value in teacher_adjoint.items():

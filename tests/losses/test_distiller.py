@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from distill.errors import DistillError
 from distill.losses import LOSSES
+from distill.losses.distiller import DISTANCES, TRANSFORMS, Distiller, Op, ShapeError, Term
 from distill.methods import Batch, MethodContext, build_method
 from distill.methods.distiller import DistillerSpec
 from distill.models import build_model
 from distill.models.cnn import CNN1dSpec
 from distill.models.mlp import MLPSpec
 from distill.search.evolution import SearchSpace, random_distiller
-from distill.search.grammar import DISTANCES, TRANSFORMS, Distiller, Op, ShapeError, Term
 
 SHAPES = {"logits": (6, 10), "f0": (6, 8, 12)}
 

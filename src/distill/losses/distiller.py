@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -141,11 +141,13 @@ TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 TRANSFORMS: Registry[Transform] = Registry("transform")
 _T = TRANSFORMS.register
 _T("identity", "no-op")(Transform(lambda x, p: x, _same))
+# ``p`` is the temperature Op.parse requires; an Op built without one divides by None and raises
+# TypeError, which the rejection protocol reports (hence a cast, not an assert).
 _T("softmax", "temperature softmax over dim 1 (classes / channels)")(
-    Transform(lambda x, p: torch.softmax(x / p, dim=1), _same, TEMPERATURES)
+    Transform(lambda x, p: torch.softmax(x / cast(float, p), dim=1), _same, TEMPERATURES)
 )
 _T("log_softmax", "temperature log-softmax over dim 1")(
-    Transform(lambda x, p: torch.log_softmax(x / p, dim=1), _same, TEMPERATURES)
+    Transform(lambda x, p: torch.log_softmax(x / cast(float, p), dim=1), _same, TEMPERATURES)
 )
 _T("batch_norm", "standardize each coordinate over the batch")(
     Transform(lambda x, p: _standardize(x, (0,)), _checked(_needs_batch("batch_norm"), _same))
