@@ -29,7 +29,7 @@ from distill.engine.cache import CacheKey, TeacherOutputCache
 from distill.engine.checkpoint import load_weights, read_metadata
 from distill.engine.trainer import augment_plan, steps_per_epoch, training_draws
 from distill.errors import CheckpointError, RecipeError
-from distill.methods import Method, MethodContext, build_method
+from distill.methods import Method, MethodContext, MethodSpec, TeacherOutputStore, build_method
 from distill.methods.registry import Budget
 from distill.models import ImportedModelSpec, ModelSpec, build_model, validate_model_spec
 from distill.models.imported import refuse_untrusted_factories
@@ -181,6 +181,22 @@ def student_method(
         ),
     )
     return build_method(spec.method, context)
+
+
+def method_for(
+    spec: MethodSpec,
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: DataBundle,
+    teacher_cache: TeacherOutputStore | None = None,
+) -> Method:
+    """The method ``spec`` names around models built elsewhere (a benchmark's, a test's): the
+    context holds only the models, the data's shape and the cache — methods that build further
+    models or need a budget are assembled by :func:`student_method`."""
+    context = MethodContext(
+        student, teacher, data.train.inputs[:8], data.num_classes, teacher_cache=teacher_cache
+    )
+    return build_method(spec, context)
 
 
 def teacher_cache(

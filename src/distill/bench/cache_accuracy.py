@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
+from distill.assemble import method_for
 from distill.data import AugmentSpec, load_data
 from distill.data.sources import SyntheticSpec
 from distill.engine.cache import CacheKey, TeacherOutputCache
 from distill.engine.optim import OptimizerSpec
 from distill.engine.trainer import Trainer, TrainSpec
-from distill.methods import MethodContext, build_method
 from distill.methods.kd import KDSpec
 from distill.methods.scratch import Scratch
 from distill.models import build_model
@@ -66,12 +66,8 @@ def compare_top_k(scale: str, temperature: float = 4.0) -> dict[str, Any]:
                     bytes_per_sample[label] = cache.bytes_per_sample()
                 torch.manual_seed(seed + 1)
                 student = build_model(MLPSpec(hidden=[64]), data.input_shape, NUM_CLASSES)
-                context = MethodContext(
-                    student, teacher, data.train.inputs[:8], NUM_CLASSES, teacher_cache=cache
-                )
-                fit = Trainer(
-                    build_method(spec, context), data, train, seed=seed, device=DEVICE, model_name=label
-                ).fit()
+                method = method_for(spec, student, teacher, data, cache)
+                fit = Trainer(method, data, train, seed=seed, device=DEVICE, model_name=label).fit()
                 accuracies[label].append(fit.reported["test_accuracy"])
     full, top, binned = accuracies["full"], accuracies[f"top{TOP_K}"], accuracies[f"top{TOP_K}-bin"]
     return {

@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
+from distill.assemble import method_for
 from distill.bench.reference import make_reference_loader, reference_kd_epoch
 from distill.bench.tasks import BenchTask
 from distill.data.augment import AugmentSpec
 from distill.engine.cache import CacheKey, TeacherOutputCache
 from distill.engine.optim import OptimizerSpec
 from distill.engine.trainer import Trainer, TrainSpec, steps_per_epoch
-from distill.methods import MethodContext, build_method
 from distill.methods.kd import FeaturePairSpec, KDSpec
 from distill.methods.scratch import ScratchSpec
 from distill.models import build_model
@@ -41,13 +41,6 @@ def _trainer(
 ):
     """One epoch at a time of KD (given a teacher) or of scratch training (teacher ``None``)."""
     spec = kd if teacher is not None else ScratchSpec()
-    context = MethodContext(
-        student,
-        teacher,
-        task.data.train.inputs[:8],
-        task.data.num_classes,
-        teacher_cache=cache,
-    )
     train = TrainSpec(
         epochs=BUDGET_EPOCHS,
         batch_size=task.batch_size,
@@ -55,7 +48,12 @@ def _trainer(
         optimizer=OptimizerSpec(lr=1e-3, fused=fused_optimizer),
     )
     trainer = Trainer(
-        build_method(spec, context), task.data, train, seed=0, device=DEVICE, model_name=task.name
+        method_for(spec, student, teacher, task.data, cache),
+        task.data,
+        train,
+        seed=0,
+        device=DEVICE,
+        model_name=task.name,
     )
     epoch = iter(range(10**6))
     return lambda: trainer.train_epoch(next(epoch))
