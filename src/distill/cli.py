@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "export", parents=[plugins], help="export a checkpoint to ONNX, check parity with PyTorch, time it"
     )
     export.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by distill")
-    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument(
+        "--format", choices=["onnx"], default="onnx", help="the file format to write (default: onnx)"
+    )
     export.add_argument(
         "--output", type=Path, default=None, help="where to write (default: beside it, .onnx)"
     )
@@ -206,7 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dataset name or .npz/.csv file (default: the data the checkpoint was trained on)",
     )
-    evaluate.add_argument("--split", choices=["test", "val", "train"], default="test")
+    evaluate.add_argument(
+        "--split",
+        choices=["test", "val", "train"],
+        default=None,
+        help=(
+            "which split of a dataset (or, without --data, of the training data) to evaluate "
+            "(default: test); a file given to --data is always evaluated whole"
+        ),
+    )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return parser
 
@@ -220,6 +230,14 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY.PATH=VALUE",
         help="override a recipe field, e.g. --set train.epochs=5 --set students[0].model.hidden=[64]",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train every model (teacher and students) for N epochs: a quick try of any recipe "
+        "(--set options given too are applied after it)",
     )
 
 
@@ -242,13 +260,25 @@ def seeded_runs(command: str, product: str) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # as `python -m distill` does: modules in the working directory (--plugin, a recipe's
+    # `package.module:callable` model) are importable; the console script would not see them
+    with contextlib.suppress(OSError):
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(stderr=False, width=None if sys.stdout.isatty() else 120)
-    errors = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
+    # not a terminal (CI logs, `| tee`): no wrapping or cropping of long lines and tables
+    console = Console(
+        stderr=False, soft_wrap=not sys.stdout.isatty(), width=None if sys.stdout.isatty() else 10**5
+    )
+    errors = Console(
+        stderr=True, soft_wrap=not sys.stderr.isatty(), width=None if sys.stderr.isatty() else 10**5
+    )
     if args.command is None:
         args = parser.parse_args(["run", *(argv if argv is not None else sys.argv[1:])])
     try:
+        if getattr(args, "epochs", None) is not None:
+            args.overrides = budget_overrides(args.recipe, args.epochs) + args.overrides
         if hasattr(args, "plugins"):
             import_plugins(args.plugins)
             if args.trusted_factories:
@@ -271,8 +301,41 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(message, markup=False, highlight=False, soft_wrap=True)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        errors.print("interrupted; continue with `distill run ... --resume`")
+        given = list(argv if argv is not None else sys.argv[1:])
+        errors.print(interrupted_hint(args.command, given), markup=False, highlight=False, soft_wrap=True)
         return 130
+
+
+def interrupted_hint(command: str, given: list[str]) -> str:
+    """What to type after Ctrl-C to continue ``command`` (run with the arguments ``given``)."""
+    again = given if given[:1] == [command] else [command, *given]
+    if command == "run":
+        resume = again if "--resume" in again else [*again, "--resume"]
+        return f"interrupted; continue with `{shlex.join(['distill', *resume])}`"
+    line = shlex.join(["distill", *again])
+    if command in ("compare", "pareto"):
+        return (
+            f"interrupted; run the same command again to continue: `{line}` (finished seeds are "
+            "reused, an interrupted one resumes from its last completed epoch)"
+        )
+    if command == "search":
+        return (
+            f"interrupted; run the same command again to continue: `{line}` (the teacher and the "
+            "candidates already in its log.jsonl are not trained again)"
+        )
+    return "interrupted"
+
+
+def budget_overrides(recipe: str | None, epochs: int) -> list[str]:
+    """``--epochs N`` as the ``--set`` assignments it stands for (see
+    :func:`distill.config.epochs_overrides`); N is checked here, by the option's name."""
+    from distill.schema import MAX_EPOCHS
+
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise DistillError(f"--epochs: must be from 1 to {MAX_EPOCHS}, got {epochs}")
+    from distill.config import epochs_overrides
+
+    return epochs_overrides(recipe, epochs)
 
 
 def import_plugins(modules: list[str]) -> None:
@@ -402,8 +465,7 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
         features: list[Any] = [parse_feature(text) for text in args.features]
         settings = SearchSettings(**options, features=features)
     except ValidationError as error:
-        first = error.errors()[0]
-        raise DistillError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        raise DistillError(search_option_errors(error, options, args.features)) from None
     output_dir = args.output_dir or Path("runs") / f"{recipe.name}-search"
     if not args.quiet:
         console.print(
@@ -445,7 +507,8 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(
         f"best distiller ({'full-budget' if best['selected_by'] == 'rerank' else 'proxy'} val "
-        f"{best['fitness']:.2f}%; proxy references: {references}):\n  {best['formula']}"
+        f"{best['fitness']:.2f}%; proxy references: {references}):\n"
+        f"  {ce_term(settings.ce_weight)}{best['formula']}"
         f"{kd_note if best['is_kd_reference'] else ''}\n"
         f"{summary['candidates']} candidates, {summary['trained']} trained, {summary['rejected_share']:.0%} "
         f"rejected, {summary['wall_seconds']:.0f} s\n"
@@ -455,6 +518,36 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     return 0
+
+
+def ce_term(weight: float) -> str:
+    """How the cross-entropy beside every candidate distiller is written before its formula."""
+    if weight == 0:
+        return ""
+    return "CE + " if weight == 1 else f"{weight:g}·CE + "
+
+
+def search_option_errors(error: Any, options: dict[str, Any], features: list[str]) -> str:
+    """The :class:`~distill.search.engine.SearchSettings` validation ``error``, worded as the
+    recipe's are but naming the options: ``--population: must be at least 2, got 0``."""
+    from distill.config import format_validation_error
+
+    data = {**options, "features": [parse_feature(text) for text in features]}
+    lines = []
+    for line in format_validation_error(error, data, "search").splitlines():
+        if not line.startswith("search: "):
+            lines.append(line)  # "... and N more problems"
+            continue
+        location, _, message = line.removeprefix("search: ").partition(": ")
+        field = location.split(".")[0].split("[")[0]
+        if field == "features" and "[" in location:
+            index = int(location.split("[")[1].split("]")[0])
+            rest = location.partition("]")[2].lstrip(".")
+            option = f"--feature {features[index]}" + (f": {rest}" if rest else "")
+        else:
+            option = f"--{field.replace('_', '-')}"
+        lines.append(f"{option}: {message}")
+    return "\n".join(lines)
 
 
 #: The ``distill search`` options that are :class:`~distill.search.engine.SearchSettings` fields.
@@ -582,7 +675,7 @@ def command_bench(args: argparse.Namespace, console: Console) -> int:
     output_dir = args.output_dir or Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     scale = "quick" if args.quick else "tiny" if args.tiny else "full"
     console.print(f"benchmarking ({scale}) → {output_dir}", highlight=False)
-    result = run_bench(scale, args.repeats)
+    result = run_bench(scale, args.repeats, lambda line: console.print(line, highlight=False, markup=False))
     json_path, markdown_path = write_report(result, output_dir)
     console.print(markdown_report(result), highlight=False, markup=False)
     console.print(f"wrote {json_path} and {markdown_path}", highlight=False)
@@ -612,11 +705,22 @@ def command_eval(args: argparse.Namespace, console: Console) -> int:
 
 
 def _print_eval(metrics: dict[str, Any], console: Console) -> None:
+    samples = metrics["samples"]
+    if metrics["source"] == "file":
+        on = f"{metrics['data']} (all {samples} samples)"
+    elif metrics["source"] == "trained-on":
+        kind = "" if metrics["dataset"] == metrics["data"] else f"{metrics['dataset']} "
+        on = (
+            f"the {metrics['split']} split of the data it was trained on "
+            f"({kind}{metrics['data']}, {samples} samples)"
+        )
+    else:
+        on = f"the {metrics['split']} split of {metrics['data']} ({samples} samples)"
     console.print(
-        f"{metrics['checkpoint']} on {metrics['data']} ({metrics['split']}, "
-        f"{metrics['samples']} samples): accuracy {100 * metrics['accuracy']:.2f}%, "
+        f"{metrics['checkpoint']} on {on}: accuracy {100 * metrics['accuracy']:.2f}%, "
         f"loss {metrics['loss']:.4f}, ECE {metrics['ece']:.4f}",
         highlight=False,
+        markup=False,
     )
 
 

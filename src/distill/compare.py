@@ -85,7 +85,7 @@ def comparison_recipe(recipe: Recipe, methods: tuple[str, ...], seed: int) -> Re
 def run_comparison(
     comparison: Comparison,
     on_epoch_end: EpochCallback | None = None,
-    on_model_start: Callable[[str, int], None] | None = None,
+    on_model_start: Callable[[str, int, int], None] | None = None,
     on_seed_start: Callable[[int, Path, bool], None] | None = None,
 ) -> Leaderboard:
     """Run (or continue) every seed, then write and return the leaderboard."""
@@ -106,7 +106,7 @@ def run_or_reuse(
     recipe: Recipe,
     run_dir: Path,
     on_epoch_end: EpochCallback | None = None,
-    on_model_start: Callable[[str, int], None] | None = None,
+    on_model_start: Callable[[str, int, int], None] | None = None,
     on_seed_start: Callable[[int, Path, bool], None] | None = None,
 ) -> None:
     """Run ``recipe`` into ``run_dir``, continue it if it was interrupted, or reuse it finished."""
@@ -163,7 +163,7 @@ def run_sweep(
     seeds: int,
     output_dir: Path,
     on_epoch_end: EpochCallback | None = None,
-    on_model_start: Callable[[str, int], None] | None = None,
+    on_model_start: Callable[[str, int, int], None] | None = None,
     on_seed_start: Callable[[int, Path, bool], None] | None = None,
 ) -> SweepBoard:
     """One comparison per value of a recipe field (``DIR/KEY=VALUE/``, see

@@ -348,6 +348,22 @@ def apply_override(data: dict[str, Any], assignment: str) -> list[str | int]:
     return tokens
 
 
+def epochs_overrides(reference: str | None, epochs: int) -> list[str]:
+    """``--set`` assignments that give every model of the recipe ``epochs`` epochs: the shared
+    ``train.epochs`` and each teacher's or student's own ``train.epochs`` where it sets one
+    (``--epochs N``, the one way to shrink a whole recipe)."""
+    data = read_recipe_file(resolve_recipe_path(reference))
+    assignments = [f"train.epochs={epochs}"]
+    teacher = data.get("teacher")
+    if isinstance(teacher, dict) and isinstance(teacher.get("train"), dict):
+        assignments.append(f"teacher.train.epochs={epochs}")
+    students = data.get("students")
+    for index, student in enumerate(students if isinstance(students, list) else []):
+        if isinstance(student, dict) and isinstance(student.get("train"), dict):
+            assignments.append(f"students[{index}].train.epochs={epochs}")
+    return assignments
+
+
 def load_recipe(reference: str | None, overrides: list[str] | None = None) -> tuple[Recipe, Path]:
     """Read, override and validate a recipe; returns it with the file it came from."""
     path = resolve_recipe_path(reference)

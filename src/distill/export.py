@@ -41,6 +41,11 @@ def model_from_checkpoint(checkpoint: Path) -> tuple[nn.Module, dict[str, Any]]:
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint not found: {checkpoint}")
     metadata = read_metadata(checkpoint)
+    meta_path = checkpoint.with_suffix(".json")
+    if not meta_path.is_file():
+        raise CheckpointError(
+            f"{checkpoint}: has no metadata file ({meta_path}) beside it; was it written by distill?"
+        )
     missing = [key for key in ("model", "input_shape", "num_classes") if key not in metadata]
     if missing:
         raise CheckpointError(f"{checkpoint}: its metadata (.json beside it) lacks {', '.join(missing)}")

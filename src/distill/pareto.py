@@ -151,7 +151,7 @@ def run_pareto(
     seeds: int,
     output_dir: Path,
     on_epoch_end: EpochCallback | None = None,
-    on_model_start: Callable[[str, int], None] | None = None,
+    on_model_start: Callable[[str, int, int], None] | None = None,
     on_seed_start: Callable[[int, Path, bool], None] | None = None,
 ) -> list[ParetoPoint]:
     """Train every seed (or reuse it), count the costs, write the report; returns its points."""
@@ -225,33 +225,56 @@ def write_pareto(points: list[ParetoPoint], recipe: str, seeds: list[int], direc
 
 
 def _plot(points: list[ParetoPoint], recipe: str, path: Path) -> None:
+    save_figure(pareto_figure(points, recipe), path)
+
+
+def pareto_figure(points: list[ParetoPoint], recipe: str) -> Any:
+    """Test accuracy against parameters and against latency (a ``matplotlib.figure.Figure``):
+    every point labelled, the labels set off their markers (distilled and scratch points of one
+    architecture share an x: the higher one is labelled above, the lower one below)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def label(axis: Any, text: str, x: float, y: float, above: bool, **style: Any) -> None:
+        axis.annotate(
+            text,
+            (x, y),
+            xytext=(0, 9 if above else -9),
+            textcoords="offset points",
+            ha="center",
+            va="bottom" if above else "top",
+            fontsize=8,
+            **style,
+        )
+
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axis, cost, label in (
+    for axis, cost, name in (
         (axes[0], lambda p: p.params, "parameters"),
         (axes[1], lambda p: p.latency_ms["onnxruntime_batch1_ms"], "ONNX Runtime latency, batch 1 (ms)"),
     ):
         for point in points:
             x = cost(point)
+            distilled = 100 * statistics.fmean(point.distilled) if point.distilled else None
+            scratch = 100 * statistics.fmean(point.scratch) if point.scratch else None
             if point.label == "teacher":
-                axis.scatter([x], [100 * statistics.fmean(point.scratch)], marker="*", s=160, color="black")
-                axis.annotate("teacher", (x, 100 * statistics.fmean(point.scratch)), fontsize=8)
+                if scratch is not None:
+                    axis.scatter([x], [scratch], marker="*", s=160, color="black")
+                    label(axis, "teacher", x, scratch, True, fontweight="bold")
                 continue
-            if point.distilled:
-                axis.scatter([x], [100 * statistics.fmean(point.distilled)], color="#3b75af")
-                axis.annotate(point.label, (x, 100 * statistics.fmean(point.distilled)), fontsize=8)
-            if point.scratch:
-                axis.scatter(
-                    [x], [100 * statistics.fmean(point.scratch)], facecolors="none", edgecolors="#c44e52"
-                )
-        axis.set(xlabel=label, ylabel="test accuracy (%)", xscale="log")
+            distilled_higher = distilled is not None and (scratch is None or distilled >= scratch)
+            if distilled is not None:
+                axis.scatter([x], [distilled], color="#3b75af")
+                label(axis, point.label, x, distilled, distilled_higher, color="#3b75af")
+            if scratch is not None:
+                axis.scatter([x], [scratch], facecolors="none", edgecolors="#c44e52")
+                label(axis, f"{point.label} scratch", x, scratch, not distilled_higher, color="#c44e52")
+        axis.set(xlabel=name, ylabel="test accuracy (%)", xscale="log")
+        axis.margins(x=0.1, y=0.12)  # room for the labels above the highest and below the lowest point
         axis.grid(alpha=0.3)
     axes[0].scatter([], [], color="#3b75af", label="attention transfer")
     axes[0].scatter([], [], facecolors="none", edgecolors="#c44e52", label="scratch")
     axes[0].legend()
     figure.suptitle(f"{recipe}: cheap students")
-    save_figure(figure, path)
+    return figure

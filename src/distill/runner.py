@@ -101,7 +101,7 @@ class RecipeRunner:
         run_dir: Path,
         resume: bool = False,
         on_epoch_end: EpochCallback | None = None,
-        on_model_start: Callable[[str, int], None] | None = None,
+        on_model_start: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.recipe = recipe
         self.run = RunDirectory(run_dir)
@@ -289,7 +289,7 @@ class RecipeRunner:
         method.prepare(RunArtifacts(model_dir))  # e.g. meta-training a loss teacher: counted in the seconds
         prepare_seconds = time.perf_counter() - started
         if self.on_model_start is not None:
-            self.on_model_start(name, train.epochs)
+            self.on_model_start(name, train.epochs, trainer.state.epoch)
         fit = trainer.fit()
         if not fit.history:
             raise DistillError(f"{name}: no epoch was trained")

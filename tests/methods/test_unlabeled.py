@@ -9,10 +9,10 @@ import distill.data.pools as pools_module
 from distill.cli import main
 from distill.config import validate_recipe
 from distill.errors import RecipeError
-from distill.losses import soft_cross_entropy
+from distill.losses import slam_loss, soft_cross_entropy
 from distill.methods import Batch
 from distill.methods.pseudo import PseudoLabelDistillation
-from distill.methods.slam import AlphaEstimator, StudentLabelMixing, choose_k
+from distill.methods.slam import AlphaEstimator, SLaMSpec, StudentLabelMixing, choose_k, top_k_mask
 from distill.methods.weighted import WeightedDistillation, estimate_weights
 from distill.models import build_model
 from distill.models.mlp import MLPSpec
@@ -78,6 +78,24 @@ def test_slam_with_alpha_one_equals_pseudo_on_the_same_batch():
     pseudo_terms, slam_terms = pseudo.step(batch), slam.step(batch)
     torch.testing.assert_close(slam_terms["slam"], pseudo_terms["teacher"])
     torch.testing.assert_close(slam_terms["labeled_ce"], pseudo_terms["labeled_ce"])
+
+
+def test_slam_defaults_to_the_unnormalized_mix_of_the_papers_experiments():
+    """Remark B.1 of the paper: its experiments mix without ÷ (k − 1); ``normalize: true`` (the
+    main text's form) reaches the loss unchanged."""
+    assert SLaMSpec().normalize is False
+    _, _, batch, probabilities = methods_on_one_batch()
+    torch.manual_seed(1)
+    student = build_model(MLPSpec(hidden=[16]), (6,), 5)
+    alpha = torch.rand(20)
+    hard = F.one_hot(probabilities.argmax(dim=1), 5).float()
+    rows = batch.indices
+    for normalize in (False, True):
+        slam = StudentLabelMixing(student, probabilities, alpha, 3, "hard", 0.0, normalize)
+        expected = slam_loss(
+            student(batch.inputs), hard[rows], alpha[rows], top_k_mask(probabilities, 3)[rows], normalize
+        )
+        torch.testing.assert_close(slam.step(batch)["slam"], expected)
 
 
 def unlabeled_recipe(**changes):

@@ -76,6 +76,7 @@ def test_search_writes_log_plot_and_a_recipe_that_distill_run_trains(tmp_path, w
     assert code == 0
     printed = capsys.readouterr().out
     assert "generation 2/2: best" in printed and "candidates/min" in printed
+    assert "\n  CE + " in printed  # the formula as the README writes it: CE beside the distiller
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     candidates = [r for r in lines if r["kind"] == "candidate"]
     assert sum(r["status"] != "rejected" for r in candidates) == 6

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,13 @@ def machine_info() -> dict[str, Any]:
 MIN_SECONDS = {"tiny": 0.0, "quick": 0.5, "full": 2.0}
 
 
-def run_bench(scale: str = "full", repeats: int | None = None) -> dict[str, Any]:
+def run_bench(
+    scale: str = "full", repeats: int | None = None, on_progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Time every task and measure top-k cache fidelity; returns the JSON document.
 
     ``scale``: ``full``, ``quick`` (under about 2 minutes) or ``tiny`` (for tests).
+    ``on_progress``: called with a one-line summary as each task and each cache comparison ends.
     """
     from distill.bench.cache_accuracy import compare_top_k
     from distill.bench.tasks import bench_tasks
@@ -45,8 +49,28 @@ def run_bench(scale: str = "full", repeats: int | None = None) -> dict[str, Any]
     repeats = repeats or {"tiny": 1, "quick": 3, "full": 7}[scale]
     min_seconds = MIN_SECONDS[scale]
     started = time.perf_counter()
-    tasks = {task.name: time_task(task, repeats, min_seconds) for task in bench_tasks(scale)}
-    comparisons = [compare_top_k(scale, temperature) for temperature in (4.0, 1.0)]
+    report = on_progress or (lambda line: None)
+    tasks: dict[str, Any] = {}
+    todo = bench_tasks(scale)
+    for number, task in enumerate(todo, 1):
+        begun = time.perf_counter()
+        tasks[task.name] = timed = time_task(task, repeats, min_seconds)
+        report(
+            f"task {number}/{len(todo)} {task.name}: scratch {timed['scratch_epoch_s']:.3f} s/epoch, "
+            f"KD cached {timed['kd_cached_over_scratch']:.2f}× scratch, "
+            f"KD live {timed['kd_live_over_scratch']:.2f}× scratch "
+            f"({timed['repeats']} rounds, {time.perf_counter() - begun:.1f} s)"
+        )
+    comparisons = []
+    for temperature in (4.0, 1.0):
+        begun = time.perf_counter()
+        comparison = compare_top_k(scale, temperature)
+        comparisons.append(comparison)
+        top = next(key for key in comparison["bytes_per_sample"] if key != "full")
+        report(
+            f"top-k cache at T = {temperature:g}: full logits {100 * comparison['full_mean']:.2f}% "
+            f"vs {top} {100 * comparison[f'{top}_mean']:.2f}% ({time.perf_counter() - begun:.1f} s)"
+        )
     cache = {
         "bytes_per_sample": comparisons[0]["bytes_per_sample"],
         "bytes_ratio": comparisons[0]["bytes_ratio"],

@@ -61,17 +61,21 @@ class DataBundle:
         return digest.hexdigest()[:16]
 
 
-def validated_split(inputs: np.ndarray, targets: np.ndarray, source: str) -> Split:
+def validated_split(
+    inputs: np.ndarray, targets: np.ndarray, source: str, labels_source: str | None = None
+) -> Split:
     """Check that ``inputs``/``targets`` form a usable classification split and convert them.
 
-    ``source`` names the file (and array) in every error message.
+    ``source`` names the file (and array) in every error message; ``labels_source`` (default:
+    ``source``) names the labels' array or column in the messages about the labels alone.
     """
+    labels = labels_source or source
     inputs = np.asarray(inputs)
     targets = np.asarray(targets)
     if inputs.ndim < 2:
         raise DataError(f"{source}: inputs must be shaped (samples, features...), got {inputs.shape}")
     if targets.ndim != 1:
-        raise DataError(f"{source}: labels must be a 1-D array of class ids, got shape {targets.shape}")
+        raise DataError(f"{labels}: labels must be a 1-D array of class ids, got shape {targets.shape}")
     if inputs.shape[0] != targets.shape[0]:
         raise DataError(
             f"{source}: {inputs.shape[0]} input rows but {targets.shape[0]} labels; they must match"
@@ -89,12 +93,12 @@ def validated_split(inputs: np.ndarray, targets: np.ndarray, source: str) -> Spl
         )
     if np.issubdtype(targets.dtype, np.floating):
         if not np.all(np.isfinite(targets)) or not np.all(targets == np.round(targets)):
-            raise DataError(f"{source}: labels must be integer class ids, got non-integer values")
+            raise DataError(f"{labels}: labels must be integer class ids, got non-integer values")
     elif not np.issubdtype(targets.dtype, np.integer):
-        raise DataError(f"{source}: labels must be integer class ids, got dtype {targets.dtype}")
+        raise DataError(f"{labels}: labels must be integer class ids, got dtype {targets.dtype}")
     targets = targets.astype(np.int64)
     if targets.min() < 0:
-        raise DataError(f"{source}: labels must be ≥ 0, found {int(targets.min())}")
+        raise DataError(f"{labels}: labels must be ≥ 0, found {int(targets.min())}")
     return Split(
         torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)),
         torch.from_numpy(targets),

@@ -251,7 +251,12 @@ class NpzSpec(FileSpec):
 def _read_npz(path: Path, spec: NpzSpec) -> Split:
     expected = f"arrays '{spec.inputs_key}' (inputs) and '{spec.labels_key}' (labels)"
     arrays = read_npz(_require_file(path), (spec.inputs_key, spec.labels_key), expected)
-    return validated_split(arrays[spec.inputs_key], arrays[spec.labels_key], f"{path} ['{spec.inputs_key}']")
+    return validated_split(
+        arrays[spec.inputs_key],
+        arrays[spec.labels_key],
+        f"{path} ['{spec.inputs_key}']",
+        labels_source=f"{path} ['{spec.labels_key}']",
+    )
 
 
 @DATASETS.register_factory("npz", "your data in a .npz file (inputs and integer labels)")
@@ -305,7 +310,12 @@ def _read_csv(path: Path, spec: CsvSpec) -> Split:
             raise DataError(f"{path}:{line_number}: non-numeric value in row {row}") from None
         labels.append(values.pop(label_index))
         features.append(values)
-    return validated_split(np.array(features), np.array(labels), str(path))
+    return validated_split(
+        np.array(features),
+        np.array(labels),
+        str(path),
+        labels_source=f"{path} (column '{spec.label_column}')",
+    )
 
 
 @DATASETS.register_factory("csv", "your data in a CSV file (header row, numeric features, a label column)")
@@ -313,6 +323,17 @@ def load_csv(spec: CsvSpec) -> DataBundle:
     train = _read_csv(spec.path, spec)
     test = _read_csv(spec.test_path, spec) if spec.test_path else None
     return _split_file_data(spec.path.stem, train, test, spec)
+
+
+def read_whole_file(spec: DataSpec) -> Split:
+    """Every row of the file a ``npz``/``csv`` spec names, as one split with no hold-out (to
+    evaluate a checkpoint on a whole file), checked as training data is (NaN, labels, shapes).
+    ``test_path``, ``standardize`` and the split fractions do not apply."""
+    if isinstance(spec, NpzSpec):
+        return _read_npz(spec.path, spec)
+    if isinstance(spec, CsvSpec):
+        return _read_csv(spec.path, spec)
+    raise DataError(f"data '{spec.name}' is not a file source (npz or csv)")
 
 
 def load_data(spec: DataSpec) -> DataBundle:

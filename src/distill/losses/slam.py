@@ -1,6 +1,6 @@
 """Student-Label Mixing (SLaM): a forward loss adjustment for noisy teacher labels.
 
-Kontonis, Iliopoulos, Trinh, Baykal, Menghani & Vodrahalli, "SLaM: Student-Label Mixing for
+Kontonis, Iliopoulos, Trinh, Baykal, Menghani & Vee, "SLaM: Student-Label Mixing for
 Distillation with Unlabeled Examples" (NeurIPS 2023, arXiv 2302.03806). The teacher's label on
 an unlabeled example x is modeled as correct with probability α(x) and otherwise as one of the
 teacher's other top-k(x) classes. Instead of correcting the label, SLaM *mixes the student's
@@ -9,11 +9,19 @@ prediction* f(x) the same way and keeps the teacher's label as the target::
     mix(f(x)) = α(x) · f(x) + (1 − α(x)) · (1 − f(x)) ⊙ top(y_t(x), k(x)) [/ (k(x) − 1)]
 
 where ``top(y, k)`` is the 0/1 mask of the teacher's k highest classes. The main text divides
-the second term by k(x) − 1; the paper's appendix (Remark B.1) reports that *not* normalizing
-gave better results and is the form used in its experiments — the default here
-(``normalize=False``). The loss is the cross-entropy between the teacher's label and mix(f(x)).
-Equation numbers are not cited: the paper text was not available to check them (see
-``docs/methods/unlabeled.md``).
+the second term by k(x) − 1; the paper's appendix, Remark B.1, says that *not* normalizing "resulted
+in better results overall" and that the unnormalized mix is "the mixing operation used in our
+experimental evaluation of SLaM" — hence the default here (``normalize=False``). The loss is the
+cross-entropy between the teacher's label and mix(f(x)).
+
+The two forms differ where the teacher is unreliable. On a one-hot teacher label j the loss is
+−log(c·f_j + b) with c = 2α − 1 unnormalized and c = (kα − 1)/(k − 1) normalized, so gradient
+descent pushes the student *away* from the teacher's label where α < ½ (unnormalized) or α < 1/k
+(normalized), and the unnormalized loss on one-hot labels does not depend on k at all (j is always
+in the teacher's own top k). ``tests/losses/test_slam.py`` checks both against these equations.
+
+Source of Remark B.1's text: a quotation of the NeurIPS paper (the supplementary code it refers to,
+on OpenReview, was not reachable here). Equation numbers of the main text are not cited.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """SLaM — Student-Label Mixing for distillation with unlabeled examples.
 
-Kontonis, Iliopoulos, Trinh, Baykal, Menghani & Vodrahalli (NeurIPS 2023, arXiv 2302.03806).
-The loss is :func:`distill.losses.slam_loss` (the mixing of Remark B.1 by default) on the
-teacher's labels of L ∪ U, plus the true labels on L as in :mod:`distill.methods.pseudo`.
+Kontonis, Iliopoulos, Trinh, Baykal, Menghani & Vee (NeurIPS 2023, arXiv 2302.03806).
+The loss is :func:`distill.losses.slam_loss` on the teacher's labels of L ∪ U, plus the true labels
+on L as in :mod:`distill.methods.pseudo`. Its mixing is by default the unnormalized one that the
+paper's appendix (Remark B.1) says its experiments used; ``normalize: true`` divides by k − 1 as in
+the main text. With one-hot labels the unnormalized form pushes the student away from the
+teacher's label wherever α(x) < ½ (the normalized one only where α(x) < 1/k) and ignores k: see
+:mod:`distill.losses.slam`.
 
 Its two inputs are estimated once, on the labeled validation set V, before training:
 
@@ -24,8 +28,10 @@ mixing ``(2α − 1)·f_i + (1 − α)`` *decreases* in f_i for all of them at o
 student's mass out of the teacher's top k (the two are compared in the closing note of the
 unlabeled-data issue).
 
-Details of the paper not verifiable here (its text and supplementary code were unreachable):
-whether k varies per example, and the exact confidence feature; both are options.
+Details not verifiable here (the paper's supplementary code, on OpenReview, was unreachable, and
+of its text only Remark B.1 could be read, through a quotation): whether its experiments trained
+on soft or one-hot teacher labels, whether k varies per example, and the exact confidence
+feature; all three are options.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from distill.schema import MAX_COUNT
 
 class SLaMSpec(MethodSpec):
     """``slam``: Student-Label Mixing (see module doc for ``alpha_feature``, ``top_k``,
-    ``coverage``; ``normalize`` divides the mixing's second term by k − 1 as in the main text)."""
+    ``coverage``; ``normalize`` divides the mixing's second term by k − 1 as in the main text, off
+    by default as in the paper's experiments, Remark B.1)."""
 
     name: Literal["slam"] = "slam"
     labels: Literal["soft", "hard"] = "hard"

@@ -3,6 +3,7 @@ JSON and a PNG chart (``leaderboard.md``, ``leaderboard.json``, ``leaderboard.pn
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,11 @@ class Leaderboard:
 
     def plot(self, path: Path) -> None:
         """Horizontal bars of mean test accuracy with ±std error bars; scratch as a line."""
+        save_figure(self.figure(), path)
+
+    def figure(self) -> Any:
+        """The figure of :meth:`plot` (a ``matplotlib.figure.Figure``), unsaved. An accuracy
+        axis that does not start at 0 says so: a break mark on it and "axis starts at X %"."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -122,10 +128,24 @@ class Leaderboard:
             axis.axvline(100 * self.baseline, color="#c44e52", linestyle="--", label="scratch")
             axis.legend(loc="lower right")
         low = min(100 * (row.mean - row.std) for row in rows)
-        axis.set_xlim(max(0.0, low - 5), 100)
-        axis.set(xlabel=f"test accuracy (%), mean ± std over {len(self.seeds)} seed(s)", title=self.recipe)
+        start = max(0.0, 5 * math.floor((low - 5) / 5))  # a multiple of 5, at least 5 points below
+        axis.set_xlim(start, 100)
+        label = f"test accuracy (%), mean ± std over {len(self.seeds)} seed(s)"
+        if start > 0:  # truncated, so bar lengths are not proportional: say so, and mark the break
+            label += f"; axis starts at {start:g} %"
+            axis.plot(
+                [0, 0],
+                [0, 1],
+                transform=axis.transAxes,
+                marker=[(-1, -1), (1, 1)],
+                markersize=9,
+                linestyle="none",
+                color="black",
+                clip_on=False,
+            )
+        axis.set(xlabel=label, title=self.recipe)
         axis.grid(axis="x", alpha=0.3)
-        save_figure(figure, path)
+        return figure
 
 
 def _spec_text(spec: dict[str, Any]) -> str:

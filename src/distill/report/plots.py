@@ -21,10 +21,16 @@ def save_figure(figure: Any, path: Path, dpi: int = 110) -> None:
 
 def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) -> None:
     """Validation/test accuracy and training loss per epoch for every model, as one PNG."""
+    save_figure(learning_curves_figure(records, title), path)
+
+
+def learning_curves_figure(records: list[dict[str, Any]], title: str) -> Any:
+    """The figure of :func:`plot_learning_curves` (a ``matplotlib.figure.Figure``), unsaved."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -40,7 +46,8 @@ def plot_learning_curves(records: list[dict[str, Any]], path: Path, title: str) 
     loss_axis.set(
         xlabel="epoch", ylabel="training loss (sum of terms)", yscale="log" if positive else "linear"
     )
+    for axis in (accuracy_axis, loss_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers
+        axis.grid(alpha=0.3)
     accuracy_axis.legend()
-    accuracy_axis.grid(alpha=0.3)
-    loss_axis.grid(alpha=0.3)
-    save_figure(figure, path)
+    return figure

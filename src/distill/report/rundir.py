@@ -68,6 +68,40 @@ def latest_run_dir(recipe_name: str, root: Path = Path("runs")) -> Path:
     return candidates[-1]
 
 
+def recipe_differences(there: Any, now: Any, limit: int = 3) -> list[str]:
+    """Where two resolved recipes differ, first differences first: ``"train.epochs (3 there, 4
+    now)"``; at most ``limit`` entries, then ``"... N more"``."""
+    found: list[str] = []
+    _collect_differences(there, now, "", found)
+    if not found:
+        return ["(an unreadable difference)"]
+    if len(found) > limit:
+        return [*found[:limit], f"and {len(found) - limit} more"]
+    return found
+
+
+def _collect_differences(there: Any, now: Any, path: str, found: list[str]) -> None:
+    if isinstance(there, dict) and isinstance(now, dict):
+        for key in [*there, *(key for key in now if key not in there)]:
+            child = f"{path}.{key}" if path else str(key)
+            _collect_differences(there.get(key, _ABSENT), now.get(key, _ABSENT), child, found)
+    elif isinstance(there, list) and isinstance(now, list) and len(there) == len(now):
+        for index, (old, new) in enumerate(zip(there, now, strict=True)):
+            _collect_differences(old, new, f"{path}[{index}]", found)
+    elif there != now:
+        found.append(f"{path or '(the whole recipe)'} ({_shown(there)} there, {_shown(now)} now)")
+
+
+_ABSENT = object()
+
+
+def _shown(value: Any) -> str:
+    if value is _ABSENT:
+        return "absent"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 class RunDirectory:
     """Owns the files of one run; refuses to overwrite a run unless asked to resume it.
 
@@ -120,15 +154,20 @@ class RunDirectory:
         what an interruption left, or write the new run's recipe."""
         if self.recipe_path.exists():
             if not resume:
-                state = "finished" if self.summary_path.exists() else "unfinished"
+                if self.summary_path.exists():
+                    raise RunDirectoryError(
+                        f"{self.path} already holds a finished run; choose another --output-dir "
+                        "(nothing was overwritten)"
+                    )
                 raise RunDirectoryError(
-                    f"{self.path} already holds a {state} run; pass --resume to continue it "
+                    f"{self.path} already holds an unfinished run; pass --resume to continue it "
                     "or choose another --output-dir (nothing was overwritten)"
                 )
             if not self.holds_recipe(resolved_recipe):
+                where = ", ".join(recipe_differences(self._stored_recipe(), self._as_stored(resolved_recipe)))
                 raise RunDirectoryError(
-                    f"--resume: the recipe differs from the one in {self.recipe_path}; a resumed "
-                    "run must use the same recipe and overrides"
+                    f"--resume: the recipe differs from the one in {self.recipe_path} at {where}; a "
+                    "resumed run must use the same recipe and overrides"
                 )
             for path in remove_stale_temporaries(self.path):
                 LOG.info("removed %s, left by an interrupted write", path)
@@ -149,8 +188,15 @@ class RunDirectory:
         """Whether the directory's ``recipe.yaml`` is ``resolved_recipe`` (``False`` if absent)."""
         if not self.recipe_path.exists():
             return False
-        expected = yaml.safe_load(yaml.safe_dump(resolved_recipe, sort_keys=False))
-        return yaml.safe_load(self.recipe_path.read_text()) == expected
+        return self._stored_recipe() == self._as_stored(resolved_recipe)
+
+    def _stored_recipe(self) -> Any:
+        return yaml.safe_load(self.recipe_path.read_text())
+
+    @staticmethod
+    def _as_stored(resolved_recipe: dict[str, Any]) -> Any:
+        """``resolved_recipe`` as ``recipe.yaml`` would hold it (YAML round trip)."""
+        return yaml.safe_load(yaml.safe_dump(resolved_recipe, sort_keys=False))
 
     # ---------------------------------------------------------------- metrics
     def read_metrics(self) -> list[dict[str, Any]]:

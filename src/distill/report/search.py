@@ -13,10 +13,18 @@ def plot_search(
 ) -> None:
     """Best, median and best-so-far validation fitness per generation, with the proxy scores of
     the references (CE alone, KD) as horizontal lines."""
+    save_figure(search_figure(generations, references, title), path)
+
+
+def search_figure(
+    generations: list[dict[str, Any]], references: dict[str, dict[str, Any]], title: str
+) -> Any:
+    """The figure of :func:`plot_search` (a ``matplotlib.figure.Figure``), unsaved."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
     xs = [g["generation"] for g in generations]
@@ -31,9 +39,12 @@ def plot_search(
     for (name, reference), color in zip(sorted(references.items()), ("tab:red", "tab:gray"), strict=False):
         if reference.get("fitness") is not None:
             axes.axhline(reference["fitness"], color=color, linestyle=":", label=f"{name} (proxy)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # generations are whole numbers
+    if xs:  # half a generation of margin: one generation is a single tick, not -0.04…0.04
+        axes.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     axes.set_xlabel("generation")
     axes.set_ylabel("proxy validation accuracy (%)")
     axes.set_title(f"distill search — {title}")
     axes.legend(loc="lower right", fontsize="small")
     axes.grid(alpha=0.3)
-    save_figure(figure, path)
+    return figure

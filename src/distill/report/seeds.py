@@ -74,7 +74,8 @@ def _check_summary(summary: Any, path: Path) -> None:
 
 
 def aggregate_runs(run_dirs: list[Path]) -> dict[str, Any]:
-    """Per model name: test accuracies of every run, their mean and sample standard deviation."""
+    """Per model name: test accuracies of every run, their mean and sample standard deviation
+    (0.0 in the JSON for a model of a single run, which has none; the table says "1 seed")."""
     models: dict[str, dict[str, Any]] = {}
     recipes = set()
     for run_dir in run_dirs:
@@ -95,6 +96,13 @@ def aggregate_runs(run_dirs: list[Path]) -> dict[str, Any]:
     return {"recipes": sorted(recipes), "runs": [str(path) for path in run_dirs], "models": models}
 
 
+def mean_and_std(entry: dict[str, Any]) -> str:
+    """``"91.20 ± 0.35"`` in percent; one run has no spread: ``"91.20 (1 seed)"``."""
+    if entry["runs"] < 2:
+        return f"{100 * entry['mean']:.2f} (1 seed)"
+    return f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+
+
 def aggregate_table(aggregate: dict[str, Any]) -> Table:
     table = Table(title=f"{', '.join(aggregate['recipes'])} over {len(aggregate['runs'])} runs")
     for column in ("model", "method", "test acc (%) mean ± std", "per run", "median seconds"):
@@ -103,7 +111,7 @@ def aggregate_table(aggregate: dict[str, Any]) -> Table:
         table.add_row(
             name,
             entry["method"],
-            f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}",
+            mean_and_std(entry),
             " ".join(f"{100 * value:.1f}" for value in entry["test_accuracy"]),
             f"{statistics.median(entry['seconds']):.1f}",
         )
