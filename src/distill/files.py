@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from distill.errors import RunDirectoryError, StorageError
+from distill.errors import DistillError, RunDirectoryError, StorageError
 
 try:  # POSIX; on other systems runs are not locked
     import fcntl
@@ -117,6 +117,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def read_json_object(path: Path, what: str, error: type[DistillError]) -> dict[str, Any]:
+    """The JSON object stored in ``path``; a file that cannot be read, is not UTF-8 JSON, or
+    holds anything but an object raises ``error`` naming the file and ``what`` it should hold
+    (e.g. ``"checkpoint metadata"``)."""
+    try:
+        payload = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as reason:
+        raise error(f"{path}: cannot read {what} ({reason})") from None
+    except UnicodeDecodeError as reason:
+        raise error(
+            f"{path}: corrupt {what} (not UTF-8 text: byte {reason.start}); expected a JSON object"
+        ) from None
+    except json.JSONDecodeError as reason:
+        raise error(f"{path}: corrupt {what} ({reason})") from None
+    if not isinstance(payload, dict):
+        raise error(f"{path}: corrupt {what}: expected a JSON object, got {type(payload).__name__}")
+    return payload
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

@@ -7,7 +7,6 @@ fingerprint). Resume state (optimizer, schedule, history) is a separate ``resume
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from distill.errors import CheckpointError
-from distill.files import atomic_file, atomic_write_bytes, atomic_write_json
+from distill.files import atomic_file, atomic_write_bytes, atomic_write_json, read_json_object
 
 FORMAT = "distill-checkpoint/1"
 
@@ -42,22 +41,7 @@ def read_metadata(weights_path: Path) -> dict[str, Any]:
     meta_path = Path(weights_path).with_suffix(".json")
     if not meta_path.exists():
         return {}
-    try:
-        metadata = json.loads(meta_path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        raise CheckpointError(f"{meta_path}: cannot read checkpoint metadata ({error})") from None
-    except UnicodeDecodeError as error:
-        raise CheckpointError(
-            f"{meta_path}: corrupt checkpoint metadata (not UTF-8 text: byte {error.start}); "
-            "expected a JSON object"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({error})") from None
-    if not isinstance(metadata, dict):
-        raise CheckpointError(
-            f"{meta_path}: corrupt checkpoint metadata: expected a JSON object, got {type(metadata).__name__}"
-        )
-    return metadata
+    return read_json_object(meta_path, "checkpoint metadata", CheckpointError)
 
 
 def load_weights(weights_path: Path, model: nn.Module) -> None:

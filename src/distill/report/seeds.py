@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -10,22 +9,14 @@ from typing import Any
 from rich.table import Table
 
 from distill.errors import RunDirectoryError
+from distill.files import read_json_object
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         raise RunDirectoryError(f"{run_dir}: no summary.json (the run is missing or unfinished)")
-    try:
-        summary = json.loads(path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        raise RunDirectoryError(f"{path}: cannot read the summary ({error})") from None
-    except UnicodeDecodeError as error:
-        raise RunDirectoryError(
-            f"{path}: corrupt summary (not UTF-8 text: byte {error.start}); expected a JSON object"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise RunDirectoryError(f"{path}: corrupt summary ({error})") from None
+    summary = read_json_object(path, "summary", RunDirectoryError)
     _check_summary(summary, path)
     return summary
 
@@ -40,13 +31,9 @@ _RESULT_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_summary(summary: Any, path: Path) -> None:
+def _check_summary(summary: dict[str, Any], path: Path) -> None:
     """``summary`` must have the form a finished run writes: a ``recipe`` name and a
     ``results`` list of rows, each with the fields of :data:`_RESULT_FIELDS`."""
-    if not isinstance(summary, dict):
-        raise RunDirectoryError(
-            f"{path}: corrupt summary: expected a JSON object, got {type(summary).__name__}"
-        )
     if not isinstance(summary.get("recipe"), str):
         raise RunDirectoryError(f"{path}: corrupt summary: 'recipe' must be the recipe's name (a string)")
     results = summary.get("results")
