@@ -18,6 +18,28 @@ equal by construction; shape checking (:meth:`Distiller.check`) rejects a chain 
 an operation to a tensor it cannot take (e.g. a spatial attention map of the logits), naming
 the term and the operation.
 
+**KL and temperature.** ``kl`` is the one distance defined on probability distributions (over
+dim 1, the axis ``softmax``/``log_softmax`` normalise), and it carries Hinton's ``T²``. The
+rule, with ``x = τ_{m-1} ∘ … ∘ τ_1 (K)`` the chain before its last operation (trailing
+``identity`` ops aside)::
+
+    chain ends in softmax[T]:      p = softmax(x/T)          (the probabilities themselves)
+    chain ends in log_softmax[T]:  log p = log_softmax(x/T)
+    any other chain (or none):     p = softmax(T_k(K)), T = 1 (an implicit softmax[T=1], printed)
+
+    kl = T² · KL(p_t ‖ p_s) = T² · Σ_c p_t,c (log p_t,c − log p_s,c)
+
+summed over dim 1 and averaged over the batch and any remaining axes (a feature map's
+positions), so ``w·kl(softmax[T](z_s), softmax[T](z_t))`` is ``w`` times Hinton's KD at ``T``
+(``kd_loss``), and so is the same chain with ``log_softmax[T]``: a final ``softmax[T]`` is
+never followed by a second softmax. ``T²`` multiplies ``kl`` only (it keeps the gradient's
+scale independent of ``T``); the other distances take the transformed tensors as they are.
+The printed formula shows both: ``2·4²·kl(softmax[T=4](z_s), softmax[T=4](z_t))``, and an
+implicit ``softmax[T=1]`` appears in it. Equal formulas are equal losses.
+
+:data:`GRAMMAR_VERSION` names these semantics; a search directory records it, so a search
+begun under other semantics is not continued under these.
+
 Every distiller serialises to a recipe fragment (:meth:`Distiller.to_dict`, the ``terms`` of
 a ``distiller`` method) and back, and prints as a formula (:meth:`Distiller.formula`).
 """
@@ -36,6 +58,10 @@ from distill.registry import Registry
 
 Shape = tuple[int, ...]
 _EPS = 1e-6
+#: The semantics of the grammar's operations. 1: ``kl`` applied a log-softmax to whatever it
+#: received (a second softmax after a final ``softmax[T]``) and no ``T²``. 2: the rule in the
+#: module doc.
+GRAMMAR_VERSION = 2
 _EXP_LIMIT = 10.0
 
 
@@ -206,15 +232,24 @@ def _prod(values: Shape) -> int:
 @dataclass(frozen=True)
 class Distance:
     """A distance between the transformed student and teacher knowledge: ``≥ 0``, and ``0``
-    when they are equal. ``fn(student, teacher)`` returns a scalar; both are ``(B, ...)``."""
+    when they are equal. ``fn(student, teacher)`` returns a scalar; both are ``(B, ...)``.
+
+    A ``tempered`` distance compares distributions over dim 1: a :class:`Term` hands it the
+    log-probabilities of the chain's final ``softmax[T]``/``log_softmax[T]`` (or of an implicit
+    ``softmax[T=1]``) and multiplies it by ``T²`` (see the module doc)."""
 
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     min_batch: int = 1
+    tempered: bool = False
 
 
 def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    log_t = torch.log_softmax(_flat(teacher), dim=1)
-    log_s = torch.log_softmax(_flat(student), dim=1)
+    """``KL(p_t ‖ p_s) = Σ_c p_t (log p_t − log p_s)`` over dim 1 with ``p = softmax(x, dim=1)``,
+    mean over the batch and any further axes. Log-probabilities pass through unchanged
+    (``log_softmax`` of a log-softmax is itself), so a tempered term's inputs are not
+    normalised twice."""
+    log_t = torch.log_softmax(teacher, dim=1)
+    log_s = torch.log_softmax(student, dim=1)
     return (log_t.exp() * (log_t - log_s)).sum(dim=1).mean()
 
 
@@ -237,9 +272,11 @@ def _pearson_batch(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
 #: Every distance function.
 DISTANCES: Registry[Distance] = Registry("distance")
-DISTANCES.register("kl", "KL(softmax(t) ‖ softmax(s)) over the flattened knowledge, batch mean")(
-    Distance(_kl)
-)
+DISTANCES.register(
+    "kl",
+    "T²·KL(p_t ‖ p_s) over dim 1: p from the chain's final softmax[T] / log_softmax[T], "
+    "else softmax[T=1] of it",
+)(Distance(_kl, tempered=True))
 DISTANCES.register("mse", "mean squared error")(Distance(lambda s, t: F.mse_loss(s, t)))
 DISTANCES.register("l1", "mean absolute error")(Distance(lambda s, t: F.l1_loss(s, t)))
 DISTANCES.register("smooth_l1", "Huber loss with β = 1")(Distance(lambda s, t: F.smooth_l1_loss(s, t)))
@@ -303,7 +340,8 @@ class Op:
 @dataclass(frozen=True)
 class Term:
     """``weight · distance(T(K_s), T(K_t))`` with ``T`` the chain ``transforms`` (first op
-    applied first) and ``K`` the knowledge input named ``knowledge``."""
+    applied first) and ``K`` the knowledge input named ``knowledge``; for ``kl``,
+    ``weight · T² · KL(p_t ‖ p_s)`` by the rule in the module doc."""
 
     knowledge: str
     transforms: tuple[Op, ...]
@@ -329,20 +367,55 @@ class Term:
             x = op(x)
         return x
 
+    def distribution(self) -> tuple[tuple[Op, ...], Op, bool]:
+        """For a tempered distance (``kl``): the ops before the distribution, the op that makes
+        it (the chain's last ``softmax``/``log_softmax``, trailing ``identity`` ops aside, else
+        ``softmax[T=1]``) and whether that op is implicit (not in ``transforms``)."""
+        ops = self.transforms
+        while ops and ops[-1].name == "identity":
+            ops = ops[:-1]
+        if ops and ops[-1].name in ("softmax", "log_softmax"):
+            return ops[:-1], ops[-1], False
+        return ops, Op("softmax", 1.0), True
+
     def loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """The weighted distance between the transformed pair (the teacher side is detached)."""
-        distance = DISTANCES.get(self.distance).fn
-        return self.weight * distance(self.transform(student), self.transform(teacher.detach()))
+        """The weighted distance between the transformed pair (the teacher side is detached);
+        for a tempered distance, ``weight · T² · d(log p_s, log p_t)`` (module doc)."""
+        distance = DISTANCES.get(self.distance)
+        teacher = teacher.detach()
+        if not distance.tempered:
+            return self.weight * distance.fn(self.transform(student), self.transform(teacher))
+        before, final, _implicit = self.distribution()
+        # ``final.param`` is None only for an Op built without Op.parse: dividing by it raises
+        # TypeError, which the rejection protocol reports (as for the transform itself).
+        temperature = cast(float, final.param)
+
+        def log_probs(x: torch.Tensor) -> torch.Tensor:
+            for op in before:
+                x = op(x)
+            return torch.log_softmax(x / temperature, dim=1)
+
+        return self.weight * temperature**2 * distance.fn(log_probs(student), log_probs(teacher))
 
     def formula(self) -> str:
+        """``weight[·T²]·distance(T(K_s), T(K_t))``: exactly what :meth:`loss` computes (a
+        tempered distance shows its ``T²`` when ``T ≠ 1`` and an implicit ``softmax[T=1]``)."""
+        chain, factor = self.transforms, ""
+        if DISTANCES.get(self.distance).tempered:
+            _before, final, implicit = self.distribution()
+            if implicit:
+                chain = (*chain, final)
+            if final.param is not None and final.param != 1:
+                factor = f"·{final.param:g}²"
+
         def side(symbol: str) -> str:
             text = symbol
-            for op in self.transforms:
+            for op in chain:
                 text = f"{op.symbol()}({text})"
             return text
 
         student, teacher = _knowledge_symbols(self.knowledge)
-        return f"{self.weight:g}·{self.distance}({side(student)}, {side(teacher)})"
+        return f"{self.weight:g}{factor}·{self.distance}({side(student)}, {side(teacher)})"
 
     def to_dict(self) -> dict[str, Any]:
         return {

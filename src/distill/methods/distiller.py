@@ -4,8 +4,10 @@ Loss (Li et al., KD-Zero, NeurIPS 2023: cross-entropy plus the searched distille
 
     L = ce_weight · CE(y, z_s) + Σ_k w_k · d_k(T_k(K_s), T_k(K_t))
 
-with the terms of :class:`~distill.losses.distiller.Distiller`. Knowledge inputs are the logits
-(``logits``) and the feature pairs listed under ``features``; where a student feature's shape
+with the terms of :class:`~distill.losses.distiller.Distiller` (``kl`` compares distributions
+and carries the ``T²`` of the chain's final ``softmax[T]``/``log_softmax[T]``: ``w·kl`` of
+``softmax[T]`` is ``w`` times Hinton's KD at ``T``; see that module). Knowledge inputs are the
+logits (``logits``) and the feature pairs listed under ``features``; where a student feature's shape
 differs from its teacher feature's, a learned projection maps it onto the teacher's shape (a
 1×1 convolution when only channels differ, else a linear map of the flattened feature),
 trained with the student. The teacher side is always detached: gradients reach the student
@@ -43,7 +45,8 @@ class FeatureKnowledgeSpec(Section):
 
 class TermSpec(Section):
     """One term ``weight · distance(T(K_s), T(K_t))``; ``transforms`` in order of application,
-    e.g. ``[softmax:4]`` or ``[spatial_attention, l2_norm]``."""
+    e.g. ``[softmax:4]`` or ``[spatial_attention, l2_norm]`` (``kl`` after ``softmax:4`` is
+    ``weight · 4² · KL(p_t ‖ p_s)``)."""
 
     knowledge: str = "logits"
     transforms: list[str] = Field(default_factory=list)

@@ -11,9 +11,24 @@ were not verified here — see ``docs/methods/online.md`` for the official code 
 
 with T = 3 (Sec. 4, and ``T=3`` in the official ``loss/kl_loss.py``). The ensemble's soft target
 is detached in the KL term (the official code takes ``.data``): only the cross-entropy trains
-the gate. The official code also ramps the KL weight up over 80 epochs with
-``exp(−5(1 − e/80)²)``, which the paper does not mention; ``rampup_epochs`` turns that on
-(default 0: the paper's constant weight).
+the gate.
+
+The KL term is multiplied by ``kd_weight · w(e)``, where ``w`` is the official ramp-up
+(``cifar_one.py``: ``consistency_weight = ramps.sigmoid_rampup(epoch, args.consistency_rampup)``,
+the sigmoid ramp of Laine & Aila / mean teacher, arXiv 1610.02242), computed once per epoch
+``e = 0, 1, …``::
+
+    w(e) = exp(−5 (1 − min(e, R)/R)²)          w(0) = e⁻⁵ ≈ 0.0067,  w(e ≥ R) = 1
+
+The official run ramps over ``R = 80`` epochs of a 300-epoch schedule (``--consistency_rampup
+80``, ``--epochs 300``, ``scripts/ONE_ResNet32.sh``): full weight from 27 % of training on,
+before the first learning-rate drop (epoch 150). That is the default here, kept as that share
+of the student's budget: ``R = 80 · epochs / 300`` (53.3 of the quickstart's 200 epochs;
+exactly 80 at 300). Taken literally, 80 epochs would never finish within a budget under 80
+epochs (at 40 epochs the weight would end at 0.27), so this is the one departure: the ramp
+scales with the budget. ``rampup_epochs: R`` sets the length in epochs; ``0`` gives the
+constant weight the paper's text describes (it does not mention a ramp). Without a known
+budget (a method built outside a run) the default is the literal 80.
 
 Evaluated every epoch: every branch (``one/branch0`` is the deployable student — it has the
 backbone's architecture, and its checkpoint loads into the plain backbone) and the ensemble
@@ -42,18 +57,36 @@ from distill.schema import EpochsOrZero
 class ONESpec(MethodSpec):
     """``one``: On-the-fly Native Ensemble over ``branches`` copies of the student's layers after
     module ``split`` (a module name of the student's model, e.g. ``layer2`` of a ResNet or
-    ``body.2`` of an MLP; default: see :func:`~distill.models.branches.default_split`)."""
+    ``body.2`` of an MLP; default: see :func:`~distill.models.branches.default_split`).
+    ``rampup_epochs``: the KL weight's sigmoid ramp-up length in epochs; ``None`` (default) is
+    the official 80 of 300 epochs as that share of the budget, ``0`` a constant weight."""
 
     name: Literal["one"] = "one"
     split: str | None = None
     branches: int = Field(default=3, ge=2, le=64)
     temperature: float = Field(default=3.0, gt=0.0)
     kd_weight: float = Field(default=1.0, ge=0.0)
-    rampup_epochs: EpochsOrZero = 0
+    rampup_epochs: EpochsOrZero | None = None
 
 
-def sigmoid_rampup(epoch: int, length: int) -> float:
-    """``exp(−5 (1 − min(epoch, length)/length)²)`` (1 when ``length`` is 0)."""
+#: The official ramp: ``--consistency_rampup 80`` of ``--epochs 300`` (``cifar_one.py``).
+OFFICIAL_RAMPUP_EPOCHS = 80
+OFFICIAL_EPOCHS = 300
+
+
+def rampup_length(rampup_epochs: int | None, budget_epochs: int | None) -> float:
+    """The ramp's length in epochs: ``rampup_epochs`` when given, else the official 80 of 300
+    epochs as that share of ``budget_epochs`` (the literal 80 when the budget is unknown)."""
+    if rampup_epochs is not None:
+        return float(rampup_epochs)
+    if budget_epochs is None:
+        return float(OFFICIAL_RAMPUP_EPOCHS)
+    return OFFICIAL_RAMPUP_EPOCHS * budget_epochs / OFFICIAL_EPOCHS
+
+
+def sigmoid_rampup(epoch: int, length: float) -> float:
+    """``exp(−5 (1 − min(epoch, length)/length)²)`` (1 when ``length`` is 0), as the official
+    ``ramps.sigmoid_rampup`` (which clips ``epoch`` to ``[0, length]``)."""
     if length == 0:
         return 1.0
     phase = 1.0 - min(max(epoch, 0), length) / length
@@ -61,14 +94,16 @@ def sigmoid_rampup(epoch: int, length: int) -> float:
 
 
 class OnTheFlyNativeEnsemble(Method):
-    """Train a :class:`~distill.models.branches.MultiBranch` network with ONE's overall loss."""
+    """Train a :class:`~distill.models.branches.MultiBranch` network with ONE's overall loss;
+    the KL weight is ``kd_weight · sigmoid_rampup(epoch, rampup_epochs)`` (a length in epochs,
+    possibly fractional; 0: constant)."""
 
     def __init__(
         self,
         network: MultiBranch,
         temperature: float = 3.0,
         kd_weight: float = 1.0,
-        rampup_epochs: int = 0,
+        rampup_epochs: float = 0.0,
         ensemble_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(network.branches[0])
@@ -136,6 +171,11 @@ def build_one(spec: ONESpec, context: MethodContext) -> Method:
             "branches": spec.branches,
             "split": split,
         }
+    budget_epochs = None if context.budget is None else context.budget.epochs
     return OnTheFlyNativeEnsemble(
-        network, spec.temperature, spec.kd_weight, spec.rampup_epochs, ensemble_spec
+        network,
+        spec.temperature,
+        spec.kd_weight,
+        rampup_length(spec.rampup_epochs, budget_epochs),
+        ensemble_spec,
     )

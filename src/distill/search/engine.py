@@ -44,7 +44,7 @@ from distill.data import DataBundle, load_data
 from distill.engine.trainer import Trainer, TrainSpec
 from distill.errors import DistillError, RunDirectoryError
 from distill.files import atomic_write_bytes, atomic_write_json
-from distill.losses.distiller import WEIGHTS, Distiller, Op, Term
+from distill.losses.distiller import GRAMMAR_VERSION, WEIGHTS, Distiller, Op, Term
 from distill.methods.base import Batch, FrozenTeacher
 from distill.methods.distiller import FeatureKnowledgeSpec
 from distill.methods.scratch import Scratch
@@ -103,7 +103,13 @@ class SearchSettings(Section):
     )
 
     def identity(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude=set(self.RUN_OPTIONS))
+        """What ``search.json`` records: the settings that decide candidates and fitnesses, and
+        the grammar's semantics version (a directory searched under other semantics of the
+        same formulas is refused, not continued)."""
+        return {
+            **self.model_dump(mode="json", exclude=set(self.RUN_OPTIONS)),
+            "grammar_version": GRAMMAR_VERSION,
+        }
 
 
 @dataclass(frozen=True)
@@ -506,7 +512,8 @@ class DistillerSearch:
 
 def reference_kd(recipe: Recipe) -> dict[str, Any]:
     """The recipe's ``kd`` student (or Hinton's T = 4, 0.9/0.1) as a distiller payload:
-    ``kd_weight·T²·KL(σ(z_t/T) ‖ σ(z_s/T))`` is ``kl`` of the two temperature log-softmaxes."""
+    ``kd_weight·T²·KL(σ(z_t/T) ‖ σ(z_s/T))`` is ``kl`` of the two temperature log-softmaxes
+    at weight ``kd_weight`` (``kl`` carries the ``T²``)."""
     template = next(
         (s.method for s in recipe.students if s.method.name == "kd" and getattr(s.method, "kd_weight", None)),
         None,
@@ -514,7 +521,7 @@ def reference_kd(recipe: Recipe) -> dict[str, Any]:
     temperature = getattr(template, "temperature", 4.0)
     kd_weight = getattr(template, "kd_weight", 0.9)
     ce_weight = getattr(template, "ce_weight", 0.1)
-    term = Term("logits", (Op("log_softmax", float(temperature)),), "kl", kd_weight * temperature**2)
+    term = Term("logits", (Op("log_softmax", float(temperature)),), "kl", kd_weight)
     return {"distiller": Distiller((term,)).to_dict(), "ce_weight": ce_weight}
 
 
