@@ -2,14 +2,16 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from distill.cli import main
 from distill.errors import DistillError
-from distill.losses import attention_transfer_loss
 from distill.methods import Batch, MethodContext, build_method
+from distill.methods.kd import FeaturePairSpec
 from distill.methods.moonshine import MoonshineSpec, matched_blocks
 from distill.models import build_model
 from distill.models.cheap import CheapSpec
+from distill.models.cnn import CNN1dSpec, CNN2dSpec
 from distill.models.mlp import MLPSpec
 from distill.models.resnet import ResNetSpec, WRNSpec
 from distill.models.taps import FeatureTaps
@@ -17,36 +19,90 @@ from tests.conftest import tiny_recipe
 
 
 @pytest.mark.parametrize(
-    ("spec", "expected"),
+    ("spec", "shape", "expected"),
     [
-        (WRNSpec(depth=10, widen_factor=2), ["block1", "block2", "block3"]),
-        (ResNetSpec(depth=8, width=2), ["layer1", "layer2", "layer3"]),
+        (WRNSpec(depth=10, widen_factor=2), (3, 16, 16), ["block1", "block2", "block3"]),
+        (ResNetSpec(depth=8, width=2), (3, 16, 16), ["layer1", "layer2", "layer3"]),
+        # a plain CNN's first block is its stem (conv + BN + ReLU): left out, as the WRN's conv1
+        (CNN1dSpec(channels=[16, 16, 16], kernel_size=5, stride=2), (1, 40), ["features.1", "features.2"]),
+        # ... whatever the number of stages (the old rule kept it below three)
+        (CNN2dSpec(channels=[8, 16]), (1, 8, 8), ["features.1"]),
     ],
 )
-def test_attention_pairs_are_the_matched_group_outputs(spec, expected):
-    teacher = build_model(spec, (3, 16, 16), 5)
-    student = build_model(CheapSpec(base=spec.model_dump()), (3, 16, 16), 5)
-    assert matched_blocks(student, teacher, torch.randn(2, 3, 16, 16)) == expected
+def test_attention_pairs_are_the_matched_group_outputs(spec, shape, expected):
+    teacher = build_model(spec, shape, 5)
+    student = build_model(CheapSpec(base=spec.model_dump()), shape, 5)
+    assert matched_blocks(student, teacher, torch.randn(2, *shape)) == expected
 
 
-def test_loss_is_cross_entropy_plus_half_beta_attention_transfer_per_block():
-    spec = ResNetSpec(depth=8, width=2)
+def official_at_loss(x, y):
+    """``szagoruyko/attention-transfer`` ``utils.at_loss``, written out here."""
+
+    def at(feature):
+        return F.normalize(feature.pow(2).mean(1).view(feature.size(0), -1))
+
+    return (at(x) - at(y)).pow(2).mean()
+
+
+def _terms_and_features(spec, shape, method_spec):
     torch.manual_seed(0)
-    teacher = build_model(spec, (3, 16, 16), 5).eval()
-    student = build_model(CheapSpec(base=spec.model_dump()), (3, 16, 16), 5)
-    inputs = torch.randn(6, 3, 16, 16)
-    method = build_method(MoonshineSpec(beta=1000.0), MethodContext(student, teacher, inputs[:4], 5))
+    teacher = build_model(spec, shape, 5).eval()
+    student = build_model(CheapSpec(base=spec.model_dump()), shape, 5)
+    inputs = torch.randn(6, *shape)
+    method = build_method(method_spec, MethodContext(student, teacher, inputs[:4], 5))
     method.eval()  # BN in eval: the taps below see the same features
     terms = method.step(Batch(inputs, torch.arange(6) % 5, torch.arange(6), 5))
-    assert set(terms) == {"ce", "attention:layer1", "attention:layer2", "attention:layer3"}
-    student_taps = FeatureTaps(student, ["layer2"])
-    teacher_taps = FeatureTaps(teacher, ["layer2"])
+    layers = [name.split(":", 1)[1] for name in terms if name.startswith("attention:")]
+    student_taps, teacher_taps = FeatureTaps(student, layers), FeatureTaps(teacher, layers)
     with torch.no_grad():
-        student(inputs), teacher(inputs)
-    expected = 500.0 * attention_transfer_loss(
-        student_taps.features["layer2"], teacher_taps.features["layer2"]
-    )
-    torch.testing.assert_close(terms["attention:layer2"], expected)
+        logits = student(inputs)
+        teacher(inputs)
+    ce = F.cross_entropy(logits, torch.arange(6) % 5)
+    pairs = {name: (student_taps.features[name], teacher_taps.features[name]) for name in layers}
+    return terms, ce, pairs
+
+
+def test_raw_scale_is_the_official_loss_beta_times_each_group():
+    # three groups: Moonshine's adjusted_beta = β·3/3 = β, i.e. attention-transfer's
+    # `distillation(...) + opt.beta * sum(loss_groups)` with alpha = 0 (CE alone)
+    spec = ResNetSpec(depth=8, width=2)
+    terms, ce, pairs = _terms_and_features(spec, (3, 16, 16), MoonshineSpec(beta=1000.0, beta_scale="raw"))
+    assert set(terms) == {"ce", "attention:layer1", "attention:layer2", "attention:layer3"}
+    for name, (student_feature, teacher_feature) in pairs.items():
+        torch.testing.assert_close(
+            terms[f"attention:{name}"], 1000.0 * official_at_loss(student_feature, teacher_feature)
+        )
+    official = ce + 1000.0 * sum(official_at_loss(s, t) for s, t in pairs.values())
+    torch.testing.assert_close(sum(terms.values()), official)
+
+
+def test_groups_are_weighted_three_beta_over_their_number():
+    # two groups (a cnn1d's features.1, features.2): 3β/2 = 1500 each, Moonshine's
+    # `adjusted_beta = (args.beta*3)/len(ints_student)`; on the size-free scale the map of N
+    # positions is weighted N / N_ref more than the official mean over positions
+    spec = CNN1dSpec(channels=[16, 16, 16], kernel_size=5, stride=2)
+    for scale in ("raw", "size_free"):
+        terms, _ce, pairs = _terms_and_features(spec, (1, 40), MoonshineSpec(beta=1000.0, beta_scale=scale))
+        assert set(pairs) == {"features.1", "features.2"}
+        for name, (student_feature, teacher_feature) in pairs.items():
+            positions = student_feature.shape[-1]
+            factor = 1.0 if scale == "raw" else positions * 7 / 1024
+            torch.testing.assert_close(
+                terms[f"attention:{name}"],
+                1500.0 * factor * official_at_loss(student_feature, teacher_feature),
+            )
+
+
+def test_default_scale_pulls_each_sample_the_same_in_total_at_any_map_size():
+    # size_free (default): (3β/n) · Σ_j Σ_b ‖d_b^j‖² / (B · 1024/7)
+    spec = ResNetSpec(depth=8, width=2)
+    terms, _ce, pairs = _terms_and_features(spec, (3, 16, 16), MoonshineSpec())
+    for name, (student_feature, teacher_feature) in pairs.items():
+        difference = F.normalize(student_feature.pow(2).mean(1).flatten(1)) - F.normalize(
+            teacher_feature.pow(2).mean(1).flatten(1)
+        )
+        expected = 1000.0 * difference.pow(2).sum() / (6 * 1024 / 7)
+        torch.testing.assert_close(terms[f"attention:{name}"], expected)
 
 
 def test_a_student_without_matching_blocks_is_refused():
@@ -77,3 +133,10 @@ def test_moonshine_run_and_onnx_export_of_the_cheap_student(tmp_path, write_reci
     capsys.readouterr()
     assert main(["export", str(out / "cheap" / "last.safetensors"), "--check", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["parity_max_abs_diff"] <= 1e-4
+
+
+def test_feature_pairs_carry_the_scale_for_attention_only():
+    assert FeaturePairSpec(student="a", teacher="a", loss="attention").beta_scale == "size_free"
+    assert FeaturePairSpec(student="a", teacher="a", loss="attention", beta_scale="raw").beta_scale == "raw"
+    with pytest.raises(ValueError, match="beta_scale applies to attention pairs only"):
+        FeaturePairSpec(student="a", teacher="a", loss="hint", beta_scale="raw")

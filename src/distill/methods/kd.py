@@ -10,7 +10,9 @@ what makes distillation on mixup/shifted inputs "function matching" (Beyer et al
 When the student's recipe sets ``teacher_cache``, the teacher's outputs come from a
 memory-mapped teacher-output cache (:mod:`distill.engine.cache`) that replays each augmentation
 draw exactly. Feature pairs use FitNet hints (Romero et al. 2015, Eq. 3) or attention transfer
-(Zagoruyko & Komodakis 2017, Eq. 2).
+(Zagoruyko & Komodakis 2017, Eq. 2); an attention pair's ``weight`` is the paper's β, by default
+on the map-size-free scale (``beta_scale: size_free``, pull β/N_ref per sample at any map size;
+``raw`` is the authors' code, β/N — see :mod:`distill.losses.attention`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.losses import HintRegressor, attention_transfer_loss, fitnet_hint_loss, weighted
+from distill.losses.attention import AttentionScale
 from distill.methods.base import (
     Batch,
     CachedTeacher,
@@ -46,6 +49,13 @@ class FeaturePairSpec(Section):
     teacher: str
     loss: Literal["hint", "attention"] = "hint"
     weight: float = Field(default=1.0, ge=0.0)
+    beta_scale: AttentionScale = "size_free"
+
+    @model_validator(mode="after")
+    def _scale_is_for_attention(self) -> FeaturePairSpec:
+        if self.loss != "attention" and "beta_scale" in self.model_fields_set:
+            raise ValueError("beta_scale applies to attention pairs only (loss: attention)")
+        return self
 
 
 class KDSpec(MethodSpec):
@@ -146,7 +156,7 @@ class KnowledgeDistillation(Method):
                 regressed = self.regressors[str(index)](student_feature)
                 term = fitnet_hint_loss(regressed, teacher_feature)
             else:
-                term = attention_transfer_loss(student_feature, teacher_feature)
+                term = attention_transfer_loss(student_feature, teacher_feature, scale=pair.beta_scale)
             terms[f"{pair.loss}:{pair.student}"] = weighted(pair.weight, term)
         return terms
 

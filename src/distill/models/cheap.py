@@ -1,27 +1,35 @@
 """Moonshine's cheap convolutions: a student made from the teacher's own architecture.
 
-Crowley, Gray & Storkey, "Moonshine: Distilling with Cheap Convolutions" (NeurIPS 2018). The
-student keeps the teacher's structure and replaces each full convolution with a cheap block
-(Sec. 3, Fig. 1 of the paper):
+Crowley, Gray & Storkey, "Moonshine: Distilling with Cheap Convolutions" (NeurIPS 2018); code
+``BayesWatch/pytorch-moonshine``, ``models/blocks.py``. The student keeps the teacher's structure
+and replaces each full convolution ``conv(C_in → C_out, k)`` with a cheap block (Sec. 3, Fig. 1),
+built as the official blocks are, with batch norm and ReLU between the convolutions:
 
-- ``G(g)`` — a grouped convolution with g groups followed by a pointwise (1×1) convolution that
-  mixes the groups;
-- ``B(b)`` — a bottleneck: 1×1 down to ``C_out / b`` channels, the full-size kernel at that
-  width, 1×1 back up to ``C_out``;
-- ``BG(b, g)`` — the bottleneck with its middle convolution grouped too.
+- ``G(g)`` (``DConv``): ``convdw`` — a k-wide grouped convolution ``C_in → C_in`` with g groups
+  (carrying the stride) — then ``bn``, ``relu``, and ``conv1x1``, a pointwise ``C_in → C_out``;
+- ``B(b)`` (``ConvBottleneck``): ``conv1x1_down`` ``C_in → C_out/b``, ``bn1``, ``relu1``, ``conv``
+  — the full k-wide kernel at width ``C_out/b`` — ``bn2``, ``relu2``, ``conv1x1_up`` back to
+  ``C_out``;
+- ``BG(b, g)`` (``AConvBottleneck``): ``B(b)`` with its middle convolution grouped (g groups).
+
+g is the number of groups, as in the paper (a convolution "separated into g groups" costs 1/g of
+its parameters; ``G(N)`` is depthwise) and in the code's ``DConvA<g>``/``A<g>B<b>`` blocks; the
+code's ``DConvG<g>``/``G<g>B<b>`` name the group *size* instead (``groups = C/g``).
 
 :func:`cheapen` replaces every eligible convolution in place of the original module, so module
 names are kept and the student's blocks (``layer1``, ``layer2``, ...) pair with the teacher's
-by name for attention transfer. Eligible: 1-D or 2-D convolutions with a kernel larger than 1,
-ungrouped, whose channels the block can divide, except the first convolution the forward pass
-meets (the stem, which sees the raw input; the paper keeps it too). Everything else is left and
-listed. Each block keeps the original's stride, padding and dilation, so shapes are unchanged.
+by name for attention transfer; inside a block the submodules carry the official names above.
+Eligible: 1-D or 2-D convolutions with a kernel larger than 1, ungrouped, whose channels the
+block can divide, except the first convolution the forward pass meets (the stem, which sees the
+raw input; the paper keeps it too). Everything else is left and listed. Each block keeps the
+original's stride, padding and dilation, so shapes are unchanged.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,8 +48,13 @@ def _conv(rank: int, *args: Any, **kwargs: Any) -> nn.Module:
     return (nn.Conv1d if rank == 1 else nn.Conv2d)(*args, **kwargs)
 
 
+def _norm(rank: int, channels: int) -> nn.Module:
+    return (nn.BatchNorm1d if rank == 1 else nn.BatchNorm2d)(channels)
+
+
 def cheap_block(conv: nn.Conv1d | nn.Conv2d, block: Block, groups: int, bottleneck: int) -> nn.Sequential:
-    """The cheap replacement of ``conv`` (same input/output channels, stride, padding, dilation)."""
+    """The cheap replacement of ``conv`` (same input/output channels, stride, padding, dilation),
+    built like the official ``DConv`` (G) and ``ConvBottleneck``/``AConvBottleneck`` (B, BG)."""
     rank = 1 if isinstance(conv, nn.Conv1d) else 2
     c_in, c_out = conv.in_channels, conv.out_channels
     spatial = {
@@ -49,19 +62,30 @@ def cheap_block(conv: nn.Conv1d | nn.Conv2d, block: Block, groups: int, bottlene
         "stride": conv.stride,
         "padding": conv.padding,
         "dilation": conv.dilation,
+        "padding_mode": conv.padding_mode,
     }
     bias = conv.bias is not None
     if block == "G":
         return nn.Sequential(
-            _conv(rank, c_in, c_out, groups=groups, bias=False, **spatial),
-            _conv(rank, c_out, c_out, kernel_size=1, bias=bias),
+            OrderedDict(
+                convdw=_conv(rank, c_in, c_in, groups=groups, bias=False, **spatial),
+                bn=_norm(rank, c_in),
+                relu=nn.ReLU(inplace=True),
+                conv1x1=_conv(rank, c_in, c_out, kernel_size=1, bias=bias),
+            )
         )
     width = c_out // bottleneck
     middle_groups = groups if block == "BG" else 1
     return nn.Sequential(
-        _conv(rank, c_in, width, kernel_size=1, bias=False),
-        _conv(rank, width, width, groups=middle_groups, bias=False, **spatial),
-        _conv(rank, width, c_out, kernel_size=1, bias=bias),
+        OrderedDict(
+            conv1x1_down=_conv(rank, c_in, width, kernel_size=1, bias=False),
+            bn1=_norm(rank, width),
+            relu1=nn.ReLU(inplace=True),
+            conv=_conv(rank, width, width, groups=middle_groups, bias=False, **spatial),
+            bn2=_norm(rank, width),
+            relu2=nn.ReLU(inplace=True),
+            conv1x1_up=_conv(rank, width, c_out, kernel_size=1, bias=bias),
+        )
     )
 
 
@@ -73,8 +97,8 @@ def _fits(conv: nn.Module, block: Block, groups: int, bottleneck: int) -> str | 
         return "already pointwise"
     if conv.groups != 1:
         return "already grouped"
-    if block == "G" and (conv.in_channels % groups or conv.out_channels % groups):
-        return f"channels {conv.in_channels}→{conv.out_channels} not divisible by {groups} groups"
+    if block == "G" and conv.in_channels % groups:
+        return f"{conv.in_channels} input channels not divisible by {groups} groups"
     if block in ("B", "BG"):
         width = conv.out_channels // bottleneck
         if width < 1 or conv.out_channels % bottleneck:
