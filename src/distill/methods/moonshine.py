@@ -38,7 +38,7 @@ from distill.methods.base import Method, MethodSpec
 from distill.methods.kd import FeaturePairSpec, KnowledgeDistillation
 from distill.methods.registry import METHODS, MethodContext
 from distill.models.branches import model_stages
-from distill.models.taps import FeatureTaps
+from distill.models.taps import FeatureTaps, first_convolution
 
 
 class MoonshineSpec(MethodSpec):
@@ -55,33 +55,14 @@ class MoonshineSpec(MethodSpec):
     uses_teacher: ClassVar[bool] = True
 
 
-def _first_convolution(model: nn.Module, example_inputs: torch.Tensor) -> nn.Module | None:
-    """The first convolution ``model``'s forward pass calls (its stem), or ``None``."""
-    called: list[nn.Module] = []
-    handles = [
-        module.register_forward_pre_hook(lambda module, _inputs: called.append(module))
-        for module in model.modules()
-        if isinstance(module, (nn.Conv1d, nn.Conv2d))
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return called[0] if called else None
-
-
 def matched_blocks(student: nn.Module, teacher: nn.Module, example_inputs: torch.Tensor) -> list[str]:
     """Stages of ``teacher`` with convolutions whose namesakes in ``student`` give spatial outputs
     of the same shape, except the stem's stage (whose only convolution is the first one called)."""
     stages = model_stages(teacher, example_inputs)
     student_names = {name for name, _ in student.named_modules()}
     convolutions = (nn.Conv1d, nn.Conv2d)
-    stem = _first_convolution(teacher, example_inputs)
+    stem_name = first_convolution(teacher, example_inputs)
+    stem = teacher.get_submodule(stem_name) if stem_name is not None else None
 
     def holds_more_than_the_stem(name: str) -> bool:
         convs = [m for m in teacher.get_submodule(name).modules() if isinstance(m, convolutions)]

@@ -33,27 +33,7 @@ from torch import nn
 from distill.errors import unknown_name_message
 from distill.models.fields import validate_model_spec
 from distill.models.registry import MODELS, ModelSpec
-
-
-def forward_completion_order(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
-    """Names of ``model``'s submodules in the order their forward calls finish (one entry per
-    call) on ``example_inputs``, in eval mode and without gradient."""
-    order: list[str] = []
-    handles = [
-        module.register_forward_hook(lambda _m, _i, _o, name=name: order.append(name))
-        for name, module in model.named_modules()
-        if name
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return order
+from distill.models.taps import forward_completion_order
 
 
 def trunk_modules(model: nn.Module, split: str, example_inputs: torch.Tensor) -> list[str]:

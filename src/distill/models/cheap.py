@@ -39,6 +39,7 @@ from torch import nn
 
 from distill.models.fields import validate_model_spec
 from distill.models.registry import MODELS, ModelSpec
+from distill.models.taps import first_convolution
 
 LOG = logging.getLogger("distill")
 Block = Literal["G", "B", "BG"]
@@ -136,7 +137,8 @@ def cheapen(
     report = CheapenReport()
     if not convs:
         return student, report
-    stem = _first_called(student, convs, example_inputs)
+    called = first_convolution(student, example_inputs) if example_inputs is not None else None
+    stem = called or convs[0]
     for name in convs:
         module = student.get_submodule(name)
         reason = "the stem (sees the raw input)" if name == stem else None
@@ -151,26 +153,6 @@ def cheapen(
         setattr(parent, child, cheap_block(module, block, groups, bottleneck))  # type: ignore[arg-type]
         report.replaced.append(name)
     return student, report
-
-
-def _first_called(model: nn.Module, convs: list[str], example_inputs: torch.Tensor | None) -> str:
-    if example_inputs is None:
-        return convs[0]
-    order: list[str] = []
-    handles = [
-        model.get_submodule(name).register_forward_pre_hook(lambda _m, _i, name=name: order.append(name))
-        for name in convs
-    ]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(example_inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return order[0] if order else convs[0]
 
 
 class CheapSpec(ModelSpec):

@@ -54,3 +54,36 @@ class FeatureTaps:
             handle.remove()
         self._handles.clear()
         self.features.clear()
+
+
+def forward_completion_order(model: nn.Module, example_inputs: torch.Tensor) -> list[str]:
+    """Names of ``model``'s submodules in the order their forward calls finish (one entry per
+    call) on ``example_inputs``, in eval mode and without gradient."""
+    order: list[str] = []
+    handles = [
+        module.register_forward_hook(lambda _m, _i, _o, name=name: order.append(name))
+        for name, module in model.named_modules()
+        if name
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_inputs)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def first_convolution(model: nn.Module, example_inputs: torch.Tensor) -> str | None:
+    """The name of the first convolution ``model``'s forward pass calls on ``example_inputs``
+    (its stem), or ``None`` when it calls none. Convolutions are leaves, so the first to finish
+    is the first called."""
+    convolutions = {
+        name for name, module in model.named_modules() if isinstance(module, (nn.Conv1d, nn.Conv2d))
+    }
+    return next(
+        (name for name in forward_completion_order(model, example_inputs) if name in convolutions), None
+    )
