@@ -52,3 +52,15 @@ def test_a_pool_run_prints_accuracy_on_u_and_alpha_calibration():
 def test_a_run_without_pool_has_no_u_column():
     text = printed({"recipe": "q", "results": [row("student", "student", "kd", 0.9)]})
     assert "U acc" not in text and "calibration" not in text
+
+
+def test_a_leaderboard_marks_a_single_seed_instead_of_a_zero_spread():
+    from distill.report.leaderboard import Leaderboard, LeaderboardRow
+
+    def board(accuracies):
+        row = LeaderboardRow("kd", "kd", "student", accuracies, 100, [1.0] * len(accuracies))
+        return Leaderboard("q", ("kd",), list(range(len(accuracies))), {"name": "mlp"}, {"name": "x"}, [row])
+
+    assert "| kd | kd | 91.00 (1 seed) |" in board([0.91]).markdown()
+    assert "± 0.00" not in board([0.91]).markdown()
+    assert "| kd | kd | 90.00 ± 1.41 |" in board([0.89, 0.91]).markdown()

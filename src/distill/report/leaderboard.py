@@ -11,7 +11,7 @@ from typing import Any
 
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.report.plots import save_figure
-from distill.report.seeds import read_summary
+from distill.report.seeds import percent_spread, read_summary
 
 
 @dataclass
@@ -32,6 +32,11 @@ class LeaderboardRow:
     @property
     def std(self) -> float:
         return statistics.stdev(self.test_accuracy) if len(self.test_accuracy) > 1 else 0.0
+
+    @property
+    def spread(self) -> str:
+        """Mean ± std in percent, or the one seed's value marked as such."""
+        return percent_spread(self.mean, self.std, len(self.test_accuracy))
 
     def as_json(self, baseline: float | None) -> dict[str, Any]:
         return {
@@ -89,7 +94,7 @@ class Leaderboard:
             gain = "" if baseline is None or row.role == "teacher" else f"{100 * (row.mean - baseline):+.2f}"
             per_seed = " ".join(f"{100 * value:.1f}" for value in row.test_accuracy)
             lines.append(
-                f"| {row.name} | {row.method} | {100 * row.mean:.2f} ± {100 * row.std:.2f} | {gain} | "
+                f"| {row.name} | {row.method} | {row.spread} | {gain} | "
                 f"{per_seed} | {row.params:,} | {statistics.fmean(row.seconds):.1f} |"
             )
         return "\n".join(lines) + "\n"
@@ -216,7 +221,7 @@ class SweepBoard:
             cells = []
             for board in self.boards:
                 row = self.cell(board, model)
-                cells.append("" if row is None else f"{100 * row.mean:.2f} ± {100 * row.std:.2f}")
+                cells.append("" if row is None else row.spread)
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 

@@ -83,11 +83,16 @@ def aggregate_runs(run_dirs: list[Path]) -> dict[str, Any]:
     return {"recipes": sorted(recipes), "runs": [str(path) for path in run_dirs], "models": models}
 
 
-def mean_and_std(entry: dict[str, Any]) -> str:
+def percent_spread(mean: float, std: float, runs: int) -> str:
     """``"91.20 ± 0.35"`` in percent; one run has no spread: ``"91.20 (1 seed)"``."""
-    if entry["runs"] < 2:
-        return f"{100 * entry['mean']:.2f} (1 seed)"
-    return f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}"
+    if runs < 2:
+        return f"{100 * mean:.2f} (1 seed)"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def mean_and_std(entry: dict[str, Any]) -> str:
+    """An aggregated model's accuracy as :func:`percent_spread` writes it."""
+    return percent_spread(entry["mean"], entry["std"], entry["runs"])
 
 
 def aggregate_table(aggregate: dict[str, Any]) -> Table:
