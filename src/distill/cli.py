@@ -465,7 +465,9 @@ def command_search(args: argparse.Namespace, console: Console) -> int:
         features: list[Any] = [parse_feature(text) for text in args.features]
         settings = SearchSettings(**options, features=features)
     except ValidationError as error:
-        raise DistillError(search_option_errors(error, options, args.features)) from None
+        raise DistillError(
+            search_option_errors(error, {**options, "features": features}, args.features)
+        ) from None
     output_dir = args.output_dir or Path("runs") / f"{recipe.name}-search"
     if not args.quiet:
         console.print(
@@ -527,12 +529,12 @@ def ce_term(weight: float) -> str:
     return "CE + " if weight == 1 else f"{weight:g}·CE + "
 
 
-def search_option_errors(error: Any, options: dict[str, Any], features: list[str]) -> str:
-    """The :class:`~distill.search.engine.SearchSettings` validation ``error``, worded as the
-    recipe's are but naming the options: ``--population: must be at least 2, got 0``."""
+def search_option_errors(error: Any, data: dict[str, Any], features: list[str]) -> str:
+    """The :class:`~distill.search.engine.SearchSettings` validation ``error`` of ``data`` (the
+    options as validated), worded as the recipe's are but naming the options as typed
+    (``features``: the ``--feature`` texts): ``--population: must be at least 2, got 0``."""
     from distill.config import format_validation_error
 
-    data = {**options, "features": [parse_feature(text) for text in features]}
     lines = []
     for line in format_validation_error(error, data, "search").splitlines():
         if not line.startswith("search: "):

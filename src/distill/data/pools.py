@@ -20,12 +20,14 @@ array, or a CSV of feature columns without a label column); they have no truth t
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from distill.data.bundle import DataBundle, Split
+from distill.data.csv_text import read_csv_text
 from distill.data.npz import read_npz
 from distill.errors import DataError
 from distill.schema import FilePath, SampleCount, Section
@@ -99,12 +101,9 @@ def read_unlabeled_file(path: Path, key: str, input_shape: tuple[int, ...]) -> t
     if path.suffix == ".npz":
         values = read_npz(path, (key,), f"array '{key}' of unlabeled inputs")[key]
     elif path.suffix == ".csv":
+        text = read_csv_text(path)
         try:
-            values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise DataError(
-                f"{path}: not a UTF-8 text CSV file (byte {error.start} is not UTF-8; a binary file?)"
-            ) from None
+            values = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, ndmin=2)
         except ValueError as error:
             raise DataError(f"{path}: unlabeled rows must be numeric feature columns ({error})") from None
     else:

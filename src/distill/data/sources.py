@@ -24,6 +24,7 @@ from distill.data.bundle import (
     split_off,
     validated_split,
 )
+from distill.data.csv_text import read_csv_text
 from distill.data.npz import read_npz
 from distill.data.pools import PoolsSpec, split_pools
 from distill.errors import DataError
@@ -277,19 +278,7 @@ def _read_csv(path: Path, spec: CsvSpec) -> Split:
     import csv
     import io
 
-    raw = _require_file(path).read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path}: not a UTF-8 text CSV file (byte {error.start} is not UTF-8; a binary file?); "
-            "expected a header row and comma-separated numeric columns"
-        ) from None
-    if "\x00" in text:
-        raise DataError(
-            f"{path}: not a UTF-8 text CSV file (it contains NUL bytes; a binary file?); "
-            "expected a header row and comma-separated numeric columns"
-        )
+    text = read_csv_text(_require_file(path))
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as error:
