@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,45 @@ def _forget_trusted_factories():
 
     yield
     _TRUSTED_FACTORIES.clear()
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny recipe run once for the whole session: ``(recipe file, run directory)``. Tests
+    read it or copy from it; none writes into it."""
+    import yaml
+
+    from distill.cli import main
+
+    folder = tmp_path_factory.mktemp("finished")
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe()))
+    assert main(["run", str(recipe), "--output-dir", str(folder / "run"), "--quiet"]) == 0
+    return recipe, folder / "run"
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, model: str, epoch: int) -> Any:
+    """Make the next run stop with Ctrl-C right after ``model``'s ``epoch`` is recorded; returns
+    the real ``RunDirectory.append_metrics``, to put back before resuming."""
+    from distill.report import rundir
+
+    original = rundir.RunDirectory.append_metrics
+
+    def interrupting(self: Any, record: dict[str, Any]) -> None:
+        original(self, record)
+        if record["model"] == model and record["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", interrupting)
+    return original
+
+
+def records_without_seconds(path: Path) -> list[dict[str, Any]]:
+    """A run's ``metrics.jsonl`` records without their wall-clock ``seconds``."""
+    return [
+        {key: value for key, value in json.loads(line).items() if key != "seconds"}
+        for line in path.read_text().splitlines()
+    ]
 
 
 def tiny_recipe(**changes: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from distill.report.leaderboard import Leaderboard, LeaderboardRow
 from distill.report.plots import learning_curves_figure
 from distill.report.progress import RunProgress
 from distill.report.search import search_figure
-from tests.conftest import tiny_recipe
+from tests.conftest import interrupt_after, tiny_recipe
 
 EPOCH_LINE = re.compile(
     r"^(\w+) epoch (\d+)/(\d+): train loss [-\d.e+]+, val acc [\d.]+ %(, test acc [\d.]+ %)?, [\d.]+ s$"
@@ -37,14 +37,7 @@ def test_piped_run_logs_epochs_and_resume_continues_where_it_stopped(
 ):
     recipe = write_recipe(tiny_recipe())
     run_dir = tmp_path / ("a-long-directory-name-" * 9)  # the `recipe … → run_dir` line: > 200 characters
-    original = rundir.RunDirectory.append_metrics
-
-    def interrupt_in_kd_epoch_2(self, record):
-        original(self, record)
-        if record["model"] == "kd" and record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", interrupt_in_kd_epoch_2)
+    original = interrupt_after(monkeypatch, "kd", 2)
     assert main(["run", str(recipe), "--output-dir", str(run_dir)]) == 130
     out = capsys.readouterr().out.splitlines()
     header = next(line for line in out if line.startswith("recipe "))

@@ -8,24 +8,13 @@ import pytest
 
 from distill.cli import main
 from distill.report import rundir
-from tests.conftest import tiny_recipe
+from tests.conftest import interrupt_after, records_without_seconds, tiny_recipe
 
 pytestmark = pytest.mark.slow
 
 
 def run_cli(*args):
     return main([str(arg) for arg in args])
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    import yaml
-
-    folder = tmp_path_factory.mktemp("finished")
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe()))
-    assert run_cli("run", recipe, "--output-dir", folder / "run", "--quiet") == 0
-    return recipe, folder / "run"
 
 
 def test_run_directory_holds_everything(finished_run):
@@ -71,14 +60,7 @@ def test_finished_run_is_never_overwritten(finished_run, capsys):
 
 def test_resume_reproduces_the_uninterrupted_run(finished_run, tmp_path, monkeypatch, capsys):
     recipe, reference = finished_run
-    original = rundir.RunDirectory.append_metrics
-
-    def interrupt_in_kd_epoch_2(self, record):
-        original(self, record)
-        if record["model"] == "kd" and record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", interrupt_in_kd_epoch_2)
+    original = interrupt_after(monkeypatch, "kd", 2)
     assert run_cli("run", recipe, "--output-dir", tmp_path / "run", "--quiet") == 130
     assert "--resume" in capsys.readouterr().err
     assert not (tmp_path / "run" / "summary.json").exists()
@@ -90,11 +72,9 @@ def test_resume_reproduces_the_uninterrupted_run(finished_run, tmp_path, monkeyp
         return [(row["name"], row["test_accuracy"], row["val_accuracy"]) for row in summary["results"]]
 
     assert accuracies(tmp_path / "run") == accuracies(reference)
-    strip = lambda path: [  # noqa: E731
-        {k: v for k, v in json.loads(line).items() if k != "seconds"}
-        for line in path.read_text().splitlines()
-    ]
-    assert strip(tmp_path / "run" / "metrics.jsonl") == strip(reference / "metrics.jsonl")
+    assert records_without_seconds(tmp_path / "run" / "metrics.jsonl") == records_without_seconds(
+        reference / "metrics.jsonl"
+    )
 
 
 def test_resume_refuses_a_changed_recipe_and_an_empty_directory(finished_run, tmp_path, capsys):

@@ -5,7 +5,6 @@ run directory (real processes), and sweep values that would leave the output dir
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pathlib
 import signal
@@ -14,12 +13,11 @@ import sys
 import textwrap
 
 import pytest
-import yaml
 
 import distill.files
 from distill.cli import main
 from distill.compare import sweep_folder_name
-from tests.conftest import tiny_recipe
+from tests.conftest import records_without_seconds
 
 pytestmark = pytest.mark.slow
 
@@ -28,30 +26,14 @@ def run_cli(*args):
     return main([str(arg) for arg in args])
 
 
-def records_without_seconds(path):
-    return [
-        {key: value for key, value in json.loads(line).items() if key != "seconds"}
-        for line in path.read_text().splitlines()
-    ]
-
-
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("reference")
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe()))
-    assert run_cli("run", recipe, "--output-dir", folder / "run", "--quiet") == 0
-    return recipe, folder / "run"
-
-
 def test_a_full_disk_mid_run_is_clear_and_the_run_resumes_exactly(
-    reference_run, tmp_path, monkeypatch, capsys
+    finished_run, tmp_path, monkeypatch, capsys
 ):
     """The disk fills while the KD student writes its epoch-2 checkpoint, after the teacher has
     trained: exit 2, a message naming the file and how to continue, nothing half-written; a
     cut metrics line and leftover temporaries do not stop the resume, which reproduces the
     uninterrupted run."""
-    recipe, reference = reference_run
+    recipe, reference = finished_run
     run = tmp_path / "run"
     real = distill.files.tempfile.NamedTemporaryFile
     writes = {"kd": 0}
@@ -89,8 +71,8 @@ def test_a_full_disk_mid_run_is_clear_and_the_run_resumes_exactly(
     assert (run / ".lock").is_file()  # the lock file stays; its flock went with the process
 
 
-def test_a_damaged_metrics_line_before_the_last_is_an_error_naming_it(reference_run, tmp_path, capsys):
-    recipe, reference = reference_run
+def test_a_damaged_metrics_line_before_the_last_is_an_error_naming_it(finished_run, tmp_path, capsys):
+    recipe, reference = finished_run
     run = tmp_path / "run"
     run.mkdir()
     for name in ("recipe.yaml", "metrics.jsonl"):
@@ -107,9 +89,9 @@ def test_a_damaged_metrics_line_before_the_last_is_an_error_naming_it(reference_
 
 @pytest.mark.parametrize("where", ["through a file", "read-only"])
 def test_an_unwritable_output_directory_is_refused_before_anything_trains(
-    where, reference_run, tmp_path, monkeypatch, capsys
+    where, finished_run, tmp_path, monkeypatch, capsys
 ):
-    recipe, _ = reference_run
+    recipe, _ = finished_run
     (tmp_path / "file").write_text("a regular file")
     if where == "through a file":
         target = tmp_path / "file" / "run"
@@ -146,10 +128,10 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_a_live_run_directory_is_locked_against_a_second_process(reference_run, tmp_path, capsys):
+def test_a_live_run_directory_is_locked_against_a_second_process(finished_run, tmp_path, capsys):
     """A real second process holds the run; a resume is refused naming its pid, and once the
     holder is killed (-9) the operating system has released the lock."""
-    recipe, _ = reference_run
+    recipe, _ = finished_run
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()

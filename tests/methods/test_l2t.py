@@ -174,14 +174,9 @@ def test_an_interrupted_l2t_dlf_run_resumes_without_meta_training_again(taught, 
 
     recipe = taught / "recipe.yaml"
     out = taught / "resumed"
-    original = rundir.RunDirectory.append_metrics
+    from tests.conftest import interrupt_after
 
-    def interrupt_after_dlf_epoch_1(self, record):
-        original(self, record)
-        if record["model"] == "dlf" and record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(rundir.RunDirectory, "append_metrics", interrupt_after_dlf_epoch_1)
+    original = interrupt_after(monkeypatch, "dlf", 1)
     assert main(["run", str(recipe), "--output-dir", str(out), "--quiet"]) == 130
     teacher_file = out / "dlf" / "loss_teacher.safetensors"
     saved = teacher_file.read_bytes()
