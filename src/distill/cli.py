@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from distill import __version__
 from distill.errors import DistillError, StorageError
+from distill.fed.command import add_fed_parser, command_fed
 
 EXIT_USER_ERROR = 2
 
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summarize.add_argument("runs", nargs="+", type=Path, help="run directories")
     summarize.add_argument("--json", action="store_true", help="print the aggregate as JSON")
+
+    add_fed_parser(commands, [plugins])
 
     evaluate = commands.add_parser("eval", parents=[plugins], help="evaluate a checkpoint on a data source")
     evaluate.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by distill")
@@ -737,6 +740,7 @@ COMMANDS = {
     "eval": command_eval,
     "bench": command_bench,
     "summarize": command_summarize,
+    "fed": command_fed,
 }
 
 

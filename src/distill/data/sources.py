@@ -330,3 +330,6 @@ def load_data(spec: DataSpec) -> DataBundle:
     bundle = DATASETS.get(spec.name).build(spec)
     assert isinstance(bundle, DataBundle)
     return bundle
+
+
+from distill.data import fashion_mnist  # noqa: E402, F401  (registers "fashion-mnist"; it imports this module)

@@ -1,0 +1,53 @@
+"""Federated recipes: built-in ones under ``recipes/fed/``, or a YAML file; ``--set`` applies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from distill.config import Override, apply_override, format_validation_error, read_recipe_file
+from distill.errors import RecipeError, unknown_name_message
+from distill.federated.spec import FedRecipe
+
+BUILTIN_FED_RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "fed"
+DEFAULT_FED_RECIPE = "quickstart"
+
+
+def builtin_fed_recipe_names() -> list[str]:
+    return sorted(path.stem for path in BUILTIN_FED_RECIPES.glob("*.yaml"))
+
+
+def resolve_fed_recipe(reference: str | None) -> Path:
+    """A file path, or the name of a built-in federated recipe (default ``quickstart``)."""
+    name = reference or DEFAULT_FED_RECIPE
+    path = Path(name)
+    if path.is_file():
+        return path
+    builtin = BUILTIN_FED_RECIPES / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    if path.suffix in (".yaml", ".yml") or "/" in name:
+        raise RecipeError(f"recipe file not found: {name}")
+    raise RecipeError(
+        unknown_name_message("built-in federated recipe", name, builtin_fed_recipe_names())
+        + " (or give a path to a .yaml file)"
+    )
+
+
+def validate_fed_recipe(
+    data: dict[str, Any], source: str = "recipe", overrides: list[Override] | None = None
+) -> FedRecipe:
+    try:
+        return FedRecipe.model_validate(data)
+    except ValidationError as error:
+        raise RecipeError(format_validation_error(error, data, source, overrides)) from None
+
+
+def load_fed_recipe(reference: str | None, overrides: list[str] | None = None) -> tuple[FedRecipe, Path]:
+    """Read, override and validate a federated recipe; returns it and its file."""
+    path = resolve_fed_recipe(reference)
+    data = read_recipe_file(path)
+    applied = [(apply_override(data, assignment), assignment) for assignment in overrides or []]
+    return validate_fed_recipe(data, str(path), applied), path
