@@ -10,8 +10,9 @@ from torch import nn
 
 from distill.data.bundle import Split
 from distill.federated.averaging import cpu_state, merge_task_vectors, task_vector
-from distill.federated.distillation import DistillSettings, distill_into, distillation_loss, ensemble_logits
+from distill.federated.distillation import distill_into, distillation_loss, ensemble_logits
 from distill.federated.merging import heuristic_candidates, select_candidate, tune_coefficients
+from distill.federated.spec import DistillSpec
 
 
 def test_heuristic_candidates_follow_the_official_recipe():
@@ -37,7 +38,7 @@ def test_select_candidate_keeps_the_best_scoring_merge():
 def test_distillation_loss_is_kd_plus_self_regularization():
     torch.manual_seed(0)
     student, teacher, own = torch.randn(8, 5), torch.randn(8, 5), torch.randn(8, 5)
-    settings = DistillSettings(temperature=3.0, self_temperature=20.0)
+    settings = DistillSpec(temperature=3.0, self_temperature=20.0)
 
     def kl(target: torch.Tensor, temperature: float) -> torch.Tensor:
         return F.kl_div(
@@ -63,7 +64,7 @@ def _problem() -> tuple[nn.Module, torch.Tensor]:
 def test_distillation_moves_the_student_towards_its_teacher():
     model, inputs = _problem()
     teacher = inputs @ torch.randn(4, 3) * 2  # a teacher the student can fit
-    settings = DistillSettings(epochs=40, batch_size=16, lr=1e-2)
+    settings = DistillSpec(epochs=40, batch_size=16, lr=1e-2)
     with torch.no_grad():
         before = float(distillation_loss(model(inputs), teacher, settings))
     distill_into(model, inputs, teacher, settings, seed=0)
@@ -77,7 +78,7 @@ def test_takfl_merge_with_a_one_hot_lambda_is_that_teachers_separate_distillatio
     model, inputs = _problem()
     base = cpu_state(model)
     teachers = [torch.randn(64, 3), torch.randn(64, 3)]
-    settings = DistillSettings(epochs=2, batch_size=16, lr=1e-2)
+    settings = DistillSpec(epochs=2, batch_size=16, lr=1e-2)
     tuned = []
     for index, target in enumerate(teachers):
         model.load_state_dict(base)

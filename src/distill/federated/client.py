@@ -15,7 +15,7 @@ import torch
 
 from distill.errors import RecipeError
 from distill.federated.averaging import StateDict, cpu_state
-from distill.federated.local import LocalTraining, predict_logits, train_local
+from distill.federated.local import predict_logits, train_local
 from distill.federated.setting import build_prototype_model, setting_for
 from distill.federated.spec import FedRecipe
 from distill.models.imported import imported_factories
@@ -47,12 +47,6 @@ def check_network_recipe(recipe: FedRecipe) -> None:
             )
 
 
-def local_training_of(recipe: FedRecipe) -> LocalTraining:
-    return LocalTraining(
-        recipe.local.epochs, recipe.local.batch_size, recipe.local.lr, recipe.local.weight_decay
-    )
-
-
 def run_local_training(
     recipe: FedRecipe, prototype: int, client: int, round_index: int, state: Mapping[str, torch.Tensor]
 ) -> tuple[TrainReply, torch.nn.Module]:
@@ -64,9 +58,7 @@ def run_local_training(
     model = build_prototype_model(recipe, prototype, setting, recipe.seed)
     model.load_state_dict(dict(state))
     shard = setting.client_split(prototype, client)
-    loss = train_local(
-        model, shard, local_training_of(recipe), client_seed(recipe.seed, round_index, prototype, client)
-    )
+    loss = train_local(model, shard, recipe.local, client_seed(recipe.seed, round_index, prototype, client))
     return TrainReply(cpu_state(model), len(shard), loss), model
 
 

@@ -16,7 +16,6 @@ in ``run.sh`` and the hard-coded ``T_self``), KL with ``batchmean`` reduction an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,19 +23,8 @@ from torch import nn
 from distill.data.bundle import Split
 from distill.data.loader import train_batches
 from distill.federated.local import make_generator
+from distill.federated.spec import DistillSpec
 from distill.losses.kd import kd_loss
-
-
-@dataclass(frozen=True)
-class DistillSettings:
-    """The server's distillation schedule (TAKFL defaults: ``T = 3``, ``T_s = 20``, batch 128)."""
-
-    epochs: int = 2
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    temperature: float = 3.0
-    self_temperature: float = 20.0
 
 
 def ensemble_logits(client_logits: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -52,7 +40,7 @@ def ensemble_logits(client_logits: Sequence[torch.Tensor]) -> torch.Tensor:
 def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
-    settings: DistillSettings,
+    settings: DistillSpec,
     self_logits: torch.Tensor | None = None,
     self_weight: float = 0.0,
 ) -> torch.Tensor:
@@ -69,7 +57,7 @@ def distill_into(
     model: nn.Module,
     public_inputs: torch.Tensor,
     teacher_logits: torch.Tensor,
-    settings: DistillSettings,
+    settings: DistillSpec,
     seed: int,
     self_logits: torch.Tensor | None = None,
     self_weight: float = 0.0,

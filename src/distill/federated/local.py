@@ -6,27 +6,16 @@ averaged weights with Adam (lr 1e-3 for images) and cross-entropy; so does :func
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distill.data.bundle import Split
 from distill.data.loader import train_batches
+from distill.federated.spec import LocalSpec
 
 #: Batch size for inference (logits, accuracy): large, since no gradients are kept.
 INFERENCE_BATCH = 1024
-
-
-@dataclass(frozen=True)
-class LocalTraining:
-    """A client's optimizer and schedule for one round."""
-
-    epochs: int = 2
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
 
 
 def make_generator(seed: int) -> torch.Generator:
@@ -36,7 +25,7 @@ def make_generator(seed: int) -> torch.Generator:
     return generator
 
 
-def train_local(model: nn.Module, shard: Split, settings: LocalTraining, seed: int) -> float:
+def train_local(model: nn.Module, shard: Split, settings: LocalSpec, seed: int) -> float:
     """Train ``model`` in place on ``shard`` with Adam and cross-entropy; the mean batch loss.
 
     ``seed`` fixes the batch order, so a round replays exactly.

@@ -36,7 +36,7 @@ from distill.federated.averaging import (
     weighted_average,
 )
 from distill.federated.client import TrainReply
-from distill.federated.distillation import DistillSettings, distill_into, ensemble_logits
+from distill.federated.distillation import distill_into, ensemble_logits
 from distill.federated.local import accuracy, predict_logits
 from distill.federated.merging import heuristic_candidates, select_candidate, tune_coefficients
 from distill.federated.partition import sample_clients
@@ -119,14 +119,6 @@ class Federation:
         self.states: list[StateDict] = [cpu_state(model) for model in self.models]
         self.lambdas: list[list[float] | None] = [None for _ in recipe.prototypes]
         self.capacities = [count_parameters(model) for model in self.models]
-        self.distill_settings = DistillSettings(
-            recipe.distill.epochs,
-            recipe.distill.batch_size,
-            recipe.distill.lr,
-            recipe.distill.weight_decay,
-            recipe.distill.temperature,
-            recipe.distill.self_temperature,
-        )
 
     # ------------------------------------------------------------------ checkpoint state
 
@@ -256,7 +248,7 @@ class Federation:
                 model,
                 self.setting.public,
                 target,
-                self.distill_settings,
+                self.recipe.distill,
                 stage_seed(self.recipe.seed, round_index, 3, index),
             )
             merged.append(cpu_state(model))
@@ -285,7 +277,7 @@ class Federation:
                     model,
                     self.setting.public,
                     signals[teacher],
-                    self.distill_settings,
+                    self.recipe.distill,
                     stage_seed(recipe.seed, round_index, 4, student, teacher),
                     self_logits=own,
                     self_weight=gammas[student],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 
@@ -18,6 +19,13 @@ from distill.federated.server import ClientRef
 from distill.federated.spec import FedRecipe
 
 LOG = logging.getLogger("distill")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_summary(reason: str | None) -> str:
+    """The last line of a client's error (Flower's simulation wraps it in Ray's colored text)."""
+    lines = [line.strip() for line in _ANSI.sub("", reason or "").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "no reason given"
 
 
 def client_slots(recipe: FedRecipe) -> list[ClientRef]:
@@ -90,23 +98,24 @@ class FlowerTransport:
     def _exchange(
         self, round_index: int, message_type: str, contents: Mapping[ClientRef, RecordDict]
     ) -> tuple[dict[ClientRef, Message], dict[ClientRef, str]]:
-        by_node = {self.nodes[ref]: ref for ref in contents}
-        messages = [
-            Message(
+        sent = {
+            ref: Message(
                 content, dst_node_id=self.nodes[ref], message_type=message_type, group_id=str(round_index)
             )
             for ref, content in contents.items()
-        ]
+        }
+        answers = list(self._send(list(sent.values())))
+        # a reply names the message it answers; an error the SuperLink reports for a lost node
+        # comes from the SuperLink, not from the node, so the sender is not a reliable key
+        by_message = {message.metadata.message_id: ref for ref, message in sent.items()}
         replies: dict[ClientRef, Message] = {}
         missing: dict[ClientRef, str] = {}
-        for reply in self._send(messages):
-            ref = by_node.get(reply.metadata.src_node_id)
+        for reply in answers:
+            ref = by_message.get(reply.metadata.reply_to_message_id)
             if ref is None:
                 continue
             if reply.has_error():
-                missing[ref] = (
-                    f"failed: {(reply.error.reason or 'no reason given').strip().splitlines()[-1][:200]}"
-                )
+                missing[ref] = f"failed: {error_summary(reply.error.reason)}"
             else:
                 replies[ref] = reply
         for ref in contents:
