@@ -20,6 +20,7 @@ from distill.errors import DistillError
 from distill.fed.loop import run_rounds
 from distill.fed.recipes import load_fed_recipe
 from distill.fed.session import finish_run, open_run
+from distill.federated.spec import FedRecipe
 
 
 def deployment_session(connect: Connect, run_config: Mapping[str, Any]) -> None:
@@ -27,6 +28,10 @@ def deployment_session(connect: Connect, run_config: Mapping[str, Any]) -> None:
     if "recipe" not in run_config or "run-dir" not in run_config:
         raise DistillError("the run config needs 'recipe' and 'run-dir' (flwr run … --run-config)")
     recipe, _ = load_fed_recipe(str(run_config["recipe"]))
+    if not isinstance(recipe, FedRecipe):
+        raise DistillError(
+            f"{run_config['recipe']}: a decentralized recipe runs with `distill fed`, not on a SuperLink"
+        )
     run = open_run(recipe, Path(str(run_config["run-dir"])), bool(run_config.get("resume", False)))
     try:
         run_rounds(recipe, run, connect(recipe))

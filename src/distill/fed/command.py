@@ -13,6 +13,7 @@ from rich.console import Console
 from distill.errors import DistillError
 
 if TYPE_CHECKING:  # imported where used: `distill --help` does not load torch
+    from distill.federated.gossip import GossipRecipe, GossipRound
     from distill.federated.server import RoundRecord
     from distill.federated.spec import FedRecipe
 
@@ -72,7 +73,7 @@ def _round_line(record: RoundRecord, rounds: int) -> str:
     return f"round {record.round}/{rounds}  " + "  ".join(parts) + f"  {record.seconds:.1f} s"
 
 
-def _load(args: argparse.Namespace) -> tuple[FedRecipe, Path]:
+def _load(args: argparse.Namespace) -> tuple[FedRecipe | GossipRecipe, Path]:
     from distill.fed.recipes import load_fed_recipe
 
     overrides = list(args.overrides)
@@ -93,6 +94,10 @@ def command_fed(args: argparse.Namespace, console: Console) -> int:
         logger.addHandler(RichHandler(console=Console(stderr=True), show_time=False, show_path=False))
     logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     recipe, path = _load(args)
+    from distill.federated.gossip import GossipRecipe
+
+    if isinstance(recipe, GossipRecipe):
+        return _decentralized(args, recipe, path, console)
     if args.algorithms is not None:
         return _board(args, recipe, console)
     if args.seeds != 1:
@@ -116,10 +121,7 @@ def command_fed(args: argparse.Namespace, console: Console) -> int:
 
 
 def _default_dir(recipe: FedRecipe, resume: bool) -> Path:
-    from distill.report.rundir import default_run_dir, latest_run_dir
-
-    name = f"{recipe.name}-{recipe.algorithm}"
-    return latest_run_dir(name) if resume else default_run_dir(name)
+    return _default_dir_named(f"{recipe.name}-{recipe.algorithm}", resume)
 
 
 def _print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -181,3 +183,87 @@ def _board(args: argparse.Namespace, recipe: FedRecipe, console: Console) -> int
     console.print(board_markdown(rows, title), markup=False, highlight=False)
     console.print(f"board: {folder / 'board.md'}", highlight=False)
     return 0
+
+
+def _rule_variant(recipe: GossipRecipe, name: str) -> GossipRecipe:
+    """``linear``, ``power-P`` or ``hyperprism`` applied to ``recipe``."""
+    from distill.federated.gossip import GossipRecipe
+
+    aggregation = recipe.aggregation.model_dump()
+    if name in ("linear", "hyperprism"):
+        aggregation["rule"] = name
+    elif name.startswith("power-"):
+        try:
+            aggregation.update(rule="power", degree=float(name.removeprefix("power-")))
+        except ValueError:
+            raise DistillError(f"--algorithms: '{name}' is not power-<degree> (e.g. power-3)") from None
+    else:
+        raise DistillError(
+            f"--algorithms: unknown aggregation rule '{name}'; a decentralized recipe takes linear, "
+            "power-<degree> (e.g. power-3) and hyperprism"
+        )
+    data = {**recipe.model_dump(), "aggregation": aggregation}
+    from pydantic import ValidationError
+
+    try:
+        return GossipRecipe.model_validate(data)
+    except ValidationError as error:
+        raise DistillError(f"--algorithms {name}: {error.errors()[0]['msg']}") from None
+
+
+def _decentralized(args: argparse.Namespace, recipe: GossipRecipe, path: Path, console: Console) -> int:
+    """A gossip run, or (``--algorithms``) a board of aggregation rules over seeds."""
+    from distill.fed.decentralized import gossip_board, run_gossip
+
+    def show(record: GossipRound) -> None:
+        if args.quiet or record.mean_accuracy is None or record.min_accuracy is None:
+            return
+        degrees = " ".join(f"{layer}:{degree:.2f}" for layer, degree in record.degrees.items())
+        console.print(
+            f"round {record.round}/{recipe.rounds}  mean {record.mean_accuracy:5.1f}  worst "
+            f"{record.min_accuracy:5.1f}  links {record.links_up}  p[{degrees}]  {record.seconds:.1f} s",
+            highlight=False,
+            markup=False,
+        )
+
+    if args.algorithms is None:
+        if args.seeds != 1:
+            raise DistillError("--seeds: give --algorithms too (one run uses the recipe's seed)")
+        run_dir = args.output_dir or _default_dir_named(f"{recipe.name}-{recipe.rule_name}", args.resume)
+        if not args.quiet:
+            console.print(
+                f"decentralized recipe [bold]{recipe.name}[/] ({recipe.rule_name}) from {path} → {run_dir}"
+            )
+        summary = run_gossip(recipe, run_dir, args.resume, show)
+        reached = summary["rounds_to_target"] or "not reached"
+        console.print(
+            f"best mean accuracy {summary['best_mean_accuracy']:.2f} %, "
+            f"central {summary['central_accuracy']:.2f} %, "
+            f"rounds to {summary['target_accuracy']:.2f} %: {reached}",
+            highlight=False,
+        )
+        console.print(f"run directory: {run_dir}", highlight=False)
+        return 0
+    if args.seeds < 1:
+        raise DistillError(f"--seeds: must be a positive integer, got {args.seeds}")
+    names = [name.strip() for name in args.algorithms.split(",") if name.strip()]
+    variants = [_rule_variant(recipe, name) for name in names]  # all checked before any run
+    folder = args.output_dir or Path("runs") / f"{recipe.name}-board"
+    results = []
+    for variant in variants:
+        for offset in range(args.seeds):
+            seeded = variant.model_copy(update={"seed": recipe.seed + offset})
+            run_dir = folder / f"{seeded.rule_name}-seed{seeded.seed}"
+            if not args.quiet:
+                console.print(f"{seeded.rule_name}, seed {seeded.seed} → {run_dir}", highlight=False)
+            results.append(run_gossip(seeded, run_dir, (run_dir / "recipe.yaml").exists(), show))
+    text = gossip_board(folder, results, f"{recipe.name}: decentralized aggregation rules")
+    console.print(text, markup=False, highlight=False)
+    console.print(f"board: {folder / 'board.md'}", highlight=False)
+    return 0
+
+
+def _default_dir_named(name: str, resume: bool) -> Path:
+    from distill.report.rundir import default_run_dir, latest_run_dir
+
+    return latest_run_dir(name) if resume else default_run_dir(name)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from distill.config import Override, apply_override, format_validation_error, read_recipe_file
 from distill.errors import RecipeError, unknown_name_message
+from distill.federated.gossip import GossipRecipe
 from distill.federated.spec import FedRecipe
 
 BUILTIN_FED_RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "fed"
@@ -38,14 +39,19 @@ def resolve_fed_recipe(reference: str | None) -> Path:
 
 def validate_fed_recipe(
     data: dict[str, Any], source: str = "recipe", overrides: list[Override] | None = None
-) -> FedRecipe:
+) -> FedRecipe | GossipRecipe:
+    """A server federation, or — with ``kind: decentralized`` — a gossip run."""
     try:
+        if data.get("kind") == "decentralized":
+            return GossipRecipe.model_validate(data)
         return FedRecipe.model_validate(data)
     except ValidationError as error:
         raise RecipeError(format_validation_error(error, data, source, overrides)) from None
 
 
-def load_fed_recipe(reference: str | None, overrides: list[str] | None = None) -> tuple[FedRecipe, Path]:
+def load_fed_recipe(
+    reference: str | None, overrides: list[str] | None = None
+) -> tuple[FedRecipe | GossipRecipe, Path]:
     """Read, override and validate a federated recipe; returns it and its file."""
     path = resolve_fed_recipe(reference)
     data = read_recipe_file(path)
