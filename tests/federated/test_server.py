@@ -95,3 +95,33 @@ def test_an_interrupted_run_resumes_with_identical_results(tmp_path):
     strip = [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in round_records(straight)]
     again = [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in round_records(resumed)]
     assert strip == again and [r["round"] for r in again] == [1, 2, 3]
+
+
+def test_power_averaging_is_the_weighted_power_mean_of_the_replies():
+    from distill.federated.mirror import aggregate_states
+
+    recipe = tiny_recipe(algorithm="fedavg", averaging={"rule": "power", "degree": 5.0})
+    federation = Federation(recipe)
+    start = [dict(state) for state in federation.states]
+    federation.run_round(0, InProcessTransport(recipe))
+    replies, _ = InProcessTransport(recipe).train(0, {ClientRef(0, 0): start[0], ClientRef(0, 1): start[0]})
+    states = [replies[ClientRef(0, c)].state for c in (0, 1)]
+    expected = aggregate_states(states, [float(replies[ClientRef(0, c)].samples) for c in (0, 1)], 5.0)
+    assert all(
+        torch.allclose(federation.states[0][key].double(), expected[key].double(), atol=1e-6)
+        for key in expected
+    )
+
+
+def test_hyperprism_averaging_records_degrees_and_resumes_exactly(tmp_path):
+    recipe = tiny_recipe(algorithm="fedavg", rounds=2, averaging={"rule": "hyperprism"})
+    straight = Federation(recipe)
+    record = straight.run_round(0, InProcessTransport(recipe))
+    assert set(record.degrees) == {"small"}  # the large prototype has one client: nothing to aggregate
+    assert all(1.0 <= degree <= 9.0 for degree in record.degrees["small"].values())
+    snapshot = straight.snapshot()
+    straight.run_round(1, InProcessTransport(recipe))
+    resumed = Federation(recipe)
+    resumed.restore(snapshot)
+    resumed.run_round(1, InProcessTransport(recipe))
+    assert _equal_states(straight.states, resumed.states)

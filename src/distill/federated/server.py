@@ -19,6 +19,7 @@ teaches nothing this round.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -37,8 +38,10 @@ from distill.federated.averaging import (
 )
 from distill.federated.client import TrainReply
 from distill.federated.distillation import distill_into, ensemble_logits
+from distill.federated.hypernetwork import DegreeHypernetwork, adaptive_aggregate, layer_of
 from distill.federated.local import accuracy, predict_logits
 from distill.federated.merging import heuristic_candidates, select_candidate, tune_coefficients
+from distill.federated.mirror import aggregate_states
 from distill.federated.partition import sample_clients
 from distill.federated.setting import FederatedSetting, build_prototype_model, setting_for
 from distill.federated.spec import FedRecipe
@@ -94,7 +97,8 @@ class RoundRecord:
     seconds: float
     seconds_local: float
     seconds_distill: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: HyperPrism averaging: per prototype name, the degree per layer used this round
+    degrees: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,12 +123,25 @@ class Federation:
         self.states: list[StateDict] = [cpu_state(model) for model in self.models]
         self.lambdas: list[list[float] | None] = [None for _ in recipe.prototypes]
         self.capacities = [count_parameters(model) for model in self.models]
+        #: HyperPrism averaging: a degree hypernetwork (and its optimizer) per prototype
+        self.hypernetworks: dict[int, tuple[DegreeHypernetwork, torch.optim.Optimizer]] = {}
+        self.degrees: dict[int, dict[str, float]] = {}
 
     # ------------------------------------------------------------------ checkpoint state
 
     def snapshot(self) -> dict[str, Any]:
         """What a checkpoint must hold to continue exactly (randomness is per round)."""
-        return {"states": [dict(state) for state in self.states], "lambdas": list(self.lambdas)}
+        hyper = {
+            str(index): {"network": network.state_dict(), "optimizer": optimizer.state_dict()}
+            for index, (network, optimizer) in self.hypernetworks.items()
+        }
+        return copy.deepcopy(
+            {
+                "states": [dict(state) for state in self.states],
+                "lambdas": list(self.lambdas),
+                "hypernetworks": hyper,
+            }
+        )
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         states = snapshot["states"]
@@ -134,6 +151,10 @@ class Federation:
             model.load_state_dict(state)
         self.states = [cpu_state(model) for model in self.models]
         self.lambdas = list(snapshot["lambdas"])
+        for key, stored in snapshot.get("hypernetworks", {}).items():
+            network, optimizer = self._hypernetwork(int(key))
+            network.load_state_dict(stored["network"])
+            optimizer.load_state_dict(stored["optimizer"])
 
     # ------------------------------------------------------------------ evaluation
 
@@ -160,6 +181,7 @@ class Federation:
         started = time.perf_counter()
         recipe, count = self.recipe, len(self.recipe.prototypes)
         sampled = self.sampled_clients(round_index)
+        self.degrees = {}
         tasks = {ref: self.states[ref.prototype] for ref in sampled}
         replies, missing = transport.train(round_index, tasks)
         sent = [0] * count
@@ -174,7 +196,12 @@ class Federation:
                 received[index] += state_bytes(replies[ref].state)
             if mine:
                 averaged.append(
-                    weighted_average([replies[r].state for r in mine], [replies[r].samples for r in mine])
+                    self._average(
+                        round_index,
+                        index,
+                        [replies[r].state for r in mine],
+                        [replies[r].samples for r in mine],
+                    )
                 )
                 losses.append(float(np.mean([replies[r].loss for r in mine])))
             else:
@@ -233,7 +260,47 @@ class Federation:
             seconds=finished - started,
             seconds_local=local_done - started,
             seconds_distill=finished - local_done,
+            degrees={recipe.prototypes[index].name: used for index, used in sorted(self.degrees.items())},
         )
+
+    def _average(
+        self, round_index: int, index: int, states: list[StateDict], samples: list[int]
+    ) -> StateDict:
+        """Per-prototype aggregation: FedAvg, or the weighted power mean (AIMS / HyperPrism)."""
+        rule = self.recipe.averaging
+        if rule.rule == "linear" or len(states) == 1:
+            return weighted_average(states, samples)
+        weights = [float(count) for count in samples]
+        if rule.rule == "power":
+            return aggregate_states(states, weights, rule.degree)
+        hypernetwork, optimizer = self._hypernetwork(index)
+        validation = self.setting.validation
+        generator = torch.Generator().manual_seed(stage_seed(self.recipe.seed, round_index, 7, index))
+        rows = torch.randperm(len(validation), generator=generator)[: rule.batch_size]
+        merged, degrees = adaptive_aggregate(
+            self.models[index],
+            hypernetwork,
+            optimizer,
+            states,
+            weights,
+            (validation.inputs[rows], validation.targets[rows]),
+        )
+        self.degrees[index] = degrees
+        return merged
+
+    def _hypernetwork(self, index: int) -> tuple[DegreeHypernetwork, torch.optim.Optimizer]:
+        if index not in self.hypernetworks:
+            layers = sorted(
+                {layer_of(key) for key, value in self.states[index].items() if value.is_floating_point()}
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(stage_seed(self.recipe.seed, 0, 8, index))
+                network = DegreeHypernetwork(layers, self.recipe.averaging.max_degree)
+            self.hypernetworks[index] = (
+                network,
+                torch.optim.Adam(network.parameters(), lr=self.recipe.averaging.lr),
+            )
+        return self.hypernetworks[index]
 
     # ------------------------------------------------------------------ FedDF
 

@@ -83,6 +83,19 @@ class MergeSpec(Section):
     fixed: list[list[Annotated[float, Field(ge=0.0)]]] | None = None
 
 
+class AveragingSpec(Section):
+    """How the server averages a prototype's client models: ``linear`` (FedAvg), ``power`` (the
+    weighted power mean of degree ``degree`` in the mirror space, AIMS), or ``hyperprism`` (one
+    degree per layer from a hypernetwork the server trains on its validation split; see
+    :mod:`distill.federated.hypernetwork`)."""
+
+    rule: Literal["linear", "power", "hyperprism"] = "linear"
+    degree: Annotated[float, Field(ge=1.0, le=64.0)] = 3.0
+    max_degree: Annotated[float, Field(ge=1.0, le=64.0)] = 9.0
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
+    batch_size: BatchSize = 64
+
+
 class FedRecipe(Section):
     """A federated distillation run (``distill fed RECIPE``)."""
 
@@ -99,6 +112,7 @@ class FedRecipe(Section):
     local: LocalSpec = Field(default_factory=LocalSpec)
     distill: DistillSpec = Field(default_factory=DistillSpec)
     merge: MergeSpec = Field(default_factory=MergeSpec)
+    averaging: AveragingSpec = Field(default_factory=AveragingSpec)
     #: seconds the server waits for a round's replies; a client later than that misses the round
     timeout_s: Annotated[float, Field(gt=0.0, le=86_400.0)] = 600.0
 

@@ -1,0 +1,64 @@
+"""The weighted power mean across processes, from SUM and MAX all-reduces only.
+
+HyperPrism / AIMS aggregation (:mod:`distill.federated.mirror`) for multi-process training under
+``torchrun``: every rank holds its own model (local SGD, no gradient all-reduce); after every
+``period`` optimizer steps :class:`MirrorAverager` replaces each floating-point parameter and
+buffer by its weighted power mean over the ranks,
+
+``x̄ = φ_p⁻¹( Σ_r w_r·φ_p(x_r) / Σ_r w_r )``,  ``φ_p(x) = sign(x)·|x|^p``,
+
+computed as a MAX all-reduce of ``max|x|`` (the common scale ``s``: power means are positively
+homogeneous, so the powers of ``x/s`` never overflow), a SUM all-reduce of ``w_r·φ_p(x_r/s)`` and
+a SUM all-reduce of ``w_r``. Degree 1 is model averaging (local SGD / FedAvg across processes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+_TINY = 1e-30
+
+
+def power_mean_all_reduce(tensor: torch.Tensor, weight: float, degree: float) -> None:
+    """Replace ``tensor`` (in place, on every rank) by its WPM over the ranks."""
+    scale = tensor.detach().abs().amax().reshape(1).to(torch.float64)
+    dist.all_reduce(scale, op=dist.ReduceOp.MAX)
+    size = float(scale.clamp_min(_TINY))
+    unit = tensor.detach().to(torch.float64) / size
+    mirrored = weight * torch.sign(unit) * unit.abs() ** degree
+    total = torch.tensor([weight], dtype=torch.float64, device=tensor.device)
+    dist.all_reduce(mirrored, op=dist.ReduceOp.SUM)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    mean = mirrored / total
+    tensor.copy_((torch.sign(mean) * mean.abs() ** (1.0 / degree) * size).to(tensor.dtype))
+
+
+class MirrorAverager:
+    """Local SGD with periodic mirror-space averaging of ``module`` across all ranks.
+
+    Call :meth:`after_step` after every optimizer step; every ``period``-th call averages (and
+    returns ``True``). ``weight`` is this rank's weight (e.g. its number of samples).
+    """
+
+    def __init__(self, module: nn.Module, degree: float, period: int, weight: float = 1.0) -> None:
+        if degree < 1:
+            raise ValueError(f"the degree must be ≥ 1, got {degree}")
+        if period < 1:
+            raise ValueError(f"the period must be ≥ 1 step, got {period}")
+        self.module, self.degree, self.period, self.weight = module, degree, period, weight
+        self.steps = 0
+
+    @torch.no_grad()
+    def average(self) -> None:
+        for tensor in [*self.module.parameters(), *self.module.buffers()]:
+            if tensor.is_floating_point():
+                power_mean_all_reduce(tensor.data, self.weight, self.degree)
+
+    def after_step(self) -> bool:
+        self.steps += 1
+        if self.steps % self.period:
+            return False
+        self.average()
+        return True
