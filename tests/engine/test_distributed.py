@@ -269,3 +269,36 @@ def test_torchrun_refuses_to_overwrite_a_finished_run_on_every_rank(ddp_referenc
     # rank 0's decision reaches both ranks (both exit 2); only rank 0 prints it
     assert refused.stderr.count("already holds a finished run") == 1
     assert (run / "summary.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_mirror_sync_of_degree_one_every_step_is_gradient_averaging(tmp_path):
+    """Local SGD that averages the weights after every plain-SGD step (``sync.rule: mirror``,
+    degree 1, period 1) takes the same steps as DDP's gradient averaging, in 2 real processes;
+    a degree above 1 aggregates differently."""
+    import yaml
+    from safetensors.torch import load_file
+
+    base = tiny_recipe(teacher=None, students=[{"name": "scratch", "model": {"name": "mlp", "hidden": [32]}}])
+    base["train"] = {
+        "epochs": 2,
+        "batch_size": 64,
+        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0},
+    }
+    weights = {}
+    for label, sync in [
+        ("ddp", {"rule": "gradients"}),
+        ("mirror", {"rule": "mirror", "degree": 1.0, "period": 1}),
+        ("power", {"rule": "mirror", "degree": 3.0, "period": 2}),
+    ]:
+        recipe = dict(base, train=dict(base["train"], sync=sync))
+        path = tmp_path / f"{label}.yaml"
+        path.write_text(yaml.safe_dump(recipe))
+        completed = torchrun("-m", "distill", "run", path, "--output-dir", tmp_path / label, "--quiet")
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        weights[label] = load_file(str(tmp_path / label / "scratch" / "last.safetensors"))
+    for key, value in weights["ddp"].items():
+        assert torch.allclose(weights["mirror"][key], value, atol=1e-5), key
+    assert any(
+        not torch.allclose(weights["power"][key], value, atol=1e-3) for key, value in weights["ddp"].items()
+    )

@@ -37,10 +37,26 @@ from distill.data.loader import epoch_seed, train_batches
 from distill.engine import distributed
 from distill.engine.checkpoint import atomic_torch_save, save_checkpoint
 from distill.engine.metrics import evaluate
+from distill.engine.mirror_reduce import MirrorAverager
 from distill.engine.optim import OptimizerSpec, ScheduleSpec, build_optimizer, build_schedule
 from distill.errors import DistillError
 from distill.methods.base import Batch, EpochStart, Method
 from distill.schema import BatchSize, Epochs, Section
+
+
+class SyncSpec(Section):
+    """How ranks stay in agreement under ``torchrun`` (ignored in one process).
+
+    ``gradients`` (default): ``DistributedDataParallel`` averages gradients every step.
+    ``mirror``: local SGD — each rank steps on its own — and after every ``period`` optimizer
+    steps (and at every epoch end) each parameter and buffer becomes its weighted power mean of
+    degree ``degree`` over the ranks (AIMS / HyperPrism aggregation; degree 1 is plain model
+    averaging; see :mod:`distill.engine.mirror_reduce`).
+    """
+
+    rule: Literal["gradients", "mirror"] = "gradients"
+    degree: float = Field(default=1.0, ge=1.0, le=64.0)
+    period: int = Field(default=4, ge=1, le=1_000_000)
 
 
 class TrainSpec(Section):
@@ -61,6 +77,7 @@ class TrainSpec(Section):
     report: Literal["last", "best"] = "last"
     grad_clip: float | None = Field(default=None, gt=0.0)
     channels_last: bool = False
+    sync: SyncSpec = Field(default_factory=SyncSpec)
 
 
 EpochRecord = dict[str, Any]
@@ -135,6 +152,8 @@ class _Update:
         if trainer.spec.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(trainer.parameter_groups[group], trainer.spec.grad_clip)
         optimizer.step()
+        if trainer.averager is not None:
+            trainer.averager.after_step()
 
 
 class Trainer:
@@ -188,7 +207,11 @@ class Trainer:
         # gradients over ranks during backward. device_ids=None: batches are already on device.
         self.parameter_groups = method.optimizer_groups()
         self.training_module: nn.Module = self.method
-        if distributed.is_initialized():
+        #: local SGD with mirror-space averaging across ranks (``sync.rule: mirror``)
+        self.averager: MirrorAverager | None = None
+        if distributed.is_initialized() and spec.sync.rule == "mirror":
+            self.averager = MirrorAverager(self.method, spec.sync.degree, spec.sync.period)
+        elif distributed.is_initialized():
             if len(self.parameter_groups) > 1:
                 raise DistillError(
                     f"{model_name}: the method updates {len(self.parameter_groups)} optimizer groups "
@@ -339,6 +362,8 @@ class Trainer:
             else:
                 running += stacked
             steps += 1
+        if self.averager is not None:
+            self.averager.average()  # every rank evaluates and checkpoints the same weights
         distributed.broadcast_buffers(self.method)
         assert running is not None, "an epoch has at least one batch"
         sums = torch.cat([running, running.sum().view(1)]).double()
