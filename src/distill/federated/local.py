@@ -26,13 +26,17 @@ def make_generator(seed: int) -> torch.Generator:
 
 
 def train_local(model: nn.Module, shard: Split, settings: LocalSpec, seed: int) -> float:
-    """Train ``model`` in place on ``shard`` with Adam and cross-entropy; the mean batch loss.
+    """Train ``model`` in place on ``shard`` with cross-entropy (Adam or SGD); the mean batch loss.
 
     ``seed`` fixes the batch order, so a round replays exactly.
     """
     if len(shard) == 0:
         raise ValueError("train_local: the client's shard is empty")
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer: torch.optim.Optimizer
+    if settings.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = make_generator(seed)
     device = next(model.parameters()).device
     batch_size = min(settings.batch_size, len(shard))

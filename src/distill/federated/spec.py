@@ -53,8 +53,14 @@ class PrototypeSpec(Section):
 
 
 class LocalSpec(Section):
-    """Each sampled client's local training (official CV: Adam, lr 1e-3, batch 64)."""
+    """Each sampled client's local training (official TAKFL CV: Adam, lr 1e-3, batch 64).
 
+    ``optimizer``: ``adam`` (a fresh Adam every round, as the official TAKFL clients) or ``sgd``
+    (plain SGD, as DPSGD/AIMS gossip; Adam's first steps are lr-sized per coordinate whatever the
+    gradient, which drives devices with one or two classes far apart between aggregations).
+    """
+
+    optimizer: Literal["adam", "sgd"] = "adam"
     epochs: Epochs = 2
     batch_size: BatchSize = 64
     lr: Rate = 1e-3
