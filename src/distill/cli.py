@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY.PATH=V1,V2,...",
         help="repeat the comparison for each value of a recipe field (e.g. data.pools.labeled=250,500,1000)",
     )
+    compare.add_argument(
+        "--tune",
+        default=None,
+        metavar="KEY.PATH=V1,V2,...",
+        help="run the comparison for each value of a recipe field and report each method at the value "
+        "with its best mean validation accuracy (e.g. train.optimizer.lr=0.01,0.03,0.1); "
+        "the full grid goes to tune.md/.json",
+    )
 
     search = commands.add_parser(
         "search",
@@ -312,10 +320,15 @@ def main(argv: list[str] | None = None) -> int:
 def interrupted_hint(command: str, given: list[str]) -> str:
     """What to type after Ctrl-C to continue ``command`` (run with the arguments ``given``)."""
     again = given if given[:1] == [command] else [command, *given]
-    if command == "run":
+    if command == "run" or (command == "fed" and "--algorithms" not in again):
         resume = again if "--resume" in again else [*again, "--resume"]
         return f"interrupted; continue with `{shlex.join(['distill', *resume])}`"
     line = shlex.join(["distill", *again])
+    if command == "fed":
+        return (
+            f"interrupted; run the same command again to continue: `{line}` (finished runs are "
+            "reused, an interrupted one resumes after its last finished round)"
+        )
     if command in ("compare", "pareto"):
         return (
             f"interrupted; run the same command again to continue: `{line}` (finished seeds are "
@@ -408,7 +421,15 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_compare(args: argparse.Namespace, console: Console) -> int:
-    from distill.compare import Comparison, parse_methods, parse_sweep, run_comparison, run_sweep
+    from distill.compare import (
+        Comparison,
+        parse_methods,
+        parse_sweep,
+        parse_tune,
+        run_comparison,
+        run_sweep,
+        run_tune,
+    )
     from distill.config import load_recipe
     from distill.report.progress import RunProgress
 
@@ -416,9 +437,15 @@ def command_compare(args: argparse.Namespace, console: Console) -> int:
     if args.seeds < 1:
         raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
     methods = parse_methods(args.methods)
+    if args.sweep and args.tune:
+        raise DistillError(
+            "--tune and --sweep cannot be combined: --sweep reports every value, --tune one value per "
+            "method chosen on the validation split; run them as two commands"
+        )
     sweep = parse_sweep(args.sweep) if args.sweep else None
+    tune = parse_tune(args.tune) if args.tune else None
     recipe, path = load_recipe(args.recipe, args.overrides)
-    suffix = f"-sweep-{sweep[0]}" if sweep else "-compare"
+    suffix = f"-sweep-{sweep[0]}" if sweep else f"-tune-{tune[0]}" if tune else "-compare"
     output_dir = args.output_dir or Path("runs") / f"{recipe.name}{suffix}"
     comparison = Comparison(recipe, methods, args.seeds, output_dir)
     if not args.quiet:
@@ -448,6 +475,25 @@ def command_compare(args: argparse.Namespace, console: Console) -> int:
             )
             console.print(board.markdown(), highlight=False, markup=False)
             console.print(f"sweep: {output_dir}/sweep.md, .json, .png", highlight=False)
+            return 0
+        if tune is not None:
+            tuned = run_tune(
+                args.recipe,
+                args.overrides,
+                tune,
+                methods,
+                args.seeds,
+                output_dir,
+                progress.epoch_end,
+                progress.model_start,
+                seed_start,
+            )
+            console.print(tuned.selected().markdown(), highlight=False, markup=False)
+            console.print(
+                f"leaderboard: {output_dir}/leaderboard.md, .json, .png; every value: {output_dir}/tune.md, "
+                ".json",
+                highlight=False,
+            )
             return 0
         leaderboard = run_comparison(comparison, progress.epoch_end, progress.model_start, seed_start)
     console.print(leaderboard.markdown(), highlight=False, markup=False)

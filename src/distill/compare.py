@@ -8,11 +8,18 @@ runs with its defaults and the first student's training options. Each seed is an
 directory, ``DIR/seed-<seed>``, so an interrupted comparison continues where it stopped and
 finished seeds are not run again. The leaderboard aggregates every reported model (DML peers,
 ONE branches and ensemble each have a row) over the seeds: :mod:`distill.report.leaderboard`.
+
+``--sweep KEY=V1,V2`` repeats the comparison for each value of a recipe field and reports them
+all; ``--tune KEY=V1,V2`` repeats it the same way (the same folders, ``DIR/KEY=VALUE/``) and
+reports each method at the value its validation accuracy picks (:func:`run_tune`), so that
+methods whose best settings differ — a learned loss and cross-entropy at their own learning
+rates — are compared each at its best, with the test split kept out of the choice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +29,7 @@ from typing import Any, cast
 from distill.config import Recipe, load_recipe, validate_recipe
 from distill.errors import RecipeError, RunDirectoryError, unknown_name_message
 from distill.methods import METHODS, MethodSpec
-from distill.report.leaderboard import Leaderboard, SweepBoard, build_leaderboard
+from distill.report.leaderboard import Leaderboard, SweepBoard, TuneBoard, build_leaderboard
 from distill.report.rundir import RunDirectory
 from distill.runner import EpochCallback, RecipeRunner
 
@@ -132,13 +139,21 @@ def _check_existing(run_dir: Path, recipe: Recipe) -> bool:
     return directory.summary_path.exists()
 
 
-def parse_sweep(text: str) -> tuple[str, list[str]]:
-    """``"data.pools.labeled=250,500,1000"`` → ``("data.pools.labeled", ["250", "500", "1000"])``."""
+def parse_sweep(text: str, option: str = "--sweep") -> tuple[str, list[str]]:
+    """``"data.pools.labeled=250,500,1000"`` → ``("data.pools.labeled", ["250", "500", "1000"])``;
+    errors name ``option`` (``--sweep`` or ``--tune``)."""
     key, separator, values = text.partition("=")
     choices = [value.strip() for value in values.split(",") if value.strip()]
     if not separator or not key.strip() or len(choices) < 2:
-        raise RecipeError(f"--sweep: expected KEY.PATH=V1,V2[,...] with at least two values, got '{text}'")
+        raise RecipeError(f"{option}: expected KEY.PATH=V1,V2[,...] with at least two values, got '{text}'")
+    if len(set(choices)) != len(choices):
+        raise RecipeError(f"{option}: a value is listed twice: {','.join(choices)}")
     return key.strip(), choices
+
+
+def parse_tune(text: str) -> tuple[str, list[str]]:
+    """``"train.optimizer.lr=0.01,0.1"`` → ``("train.optimizer.lr", ["0.01", "0.1"])``."""
+    return parse_sweep(text, "--tune")
 
 
 _FOLDER_SAFE = re.compile(r"[A-Za-z0-9_.,=+\[\]-]")
@@ -170,11 +185,98 @@ def run_sweep(
     :func:`sweep_folder_name`), then ``sweep.md``,
     ``sweep.json`` and ``sweep.png`` in ``output_dir``. Every recipe is validated first."""
     key, values = sweep
-    recipes = [load_recipe(reference, [*overrides, f"{key}={value}"])[0] for value in values]
+    recipes = value_recipes(reference, overrides, key, values, "--sweep")
+    boards = run_value_comparisons(
+        recipes, key, values, methods, seeds, output_dir, on_epoch_end, on_model_start, on_seed_start
+    )
+    board = SweepBoard(key, values, boards)
+    board.write(output_dir)
+    return board
+
+
+def value_recipes(
+    reference: str | None, overrides: list[str], key: str, values: list[str], option: str
+) -> list[Recipe]:
+    """The recipe with ``KEY=VALUE`` set, for each value; a value the recipe refuses is an error
+    naming ``option`` (``--sweep`` or ``--tune``), before anything runs."""
+    recipes = []
+    for value in values:
+        assignment = f"{key}={value}"
+        try:
+            recipes.append(load_recipe(reference, [*overrides, assignment])[0])
+        except RecipeError as error:
+            message = str(error).replace(f"--set {assignment}", f"{option} {assignment}")
+            if f"{option} {assignment}" not in message:
+                message = f"{option} {assignment}: {message}"
+            raise RecipeError(message) from None
+    return recipes
+
+
+def run_value_comparisons(
+    recipes: list[Recipe],
+    key: str,
+    values: list[str],
+    methods: tuple[str, ...],
+    seeds: int,
+    output_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    on_model_start: Callable[[str, int, int], None] | None = None,
+    on_seed_start: Callable[[int, Path, bool], None] | None = None,
+) -> list[Leaderboard]:
+    """Run (or reuse) the comparison of each value's recipe in ``DIR/KEY=VALUE/``."""
     boards = []
     for value, recipe in zip(values, recipes, strict=True):
         comparison = Comparison(recipe, methods, seeds, output_dir / sweep_folder_name(key, value))
         boards.append(run_comparison(comparison, on_epoch_end, on_model_start, on_seed_start))
-    board = SweepBoard(key, values, boards)
+    return boards
+
+
+def run_tune(
+    reference: str | None,
+    overrides: list[str],
+    tune: tuple[str, list[str]],
+    methods: tuple[str, ...],
+    seeds: int,
+    output_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    on_model_start: Callable[[str, int, int], None] | None = None,
+    on_seed_start: Callable[[int, Path, bool], None] | None = None,
+) -> TuneBoard:
+    """``distill compare --tune KEY=V1,V2,...``: the comparison for every value of a recipe
+    field (``DIR/KEY=VALUE/``, as :func:`run_sweep`, so finished seeds are reused), then each
+    method at the value whose runs give its primary model the best mean validation accuracy
+    over the seeds (:class:`~distill.report.leaderboard.TuneBoard`): ``leaderboard.md/.json/.png``
+    of the chosen rows, and the full grid in ``tune.md`` and ``tune.json`` in ``output_dir``.
+
+    Refused before anything runs: a value the recipe refuses, data without a validation split
+    (the choice is made on it, never on the test split), and a field that does not reach the
+    compared methods (every value would make the same comparison)."""
+    key, values = tune
+    recipes = value_recipes(reference, overrides, key, values, "--tune")
+    for value, recipe in zip(values, recipes, strict=True):
+        data = recipe.data
+        if getattr(data, "pools", None) is None and getattr(data, "val_fraction", 0.0) <= 0:
+            raise RecipeError(
+                f"--tune {key}={value}: the choice is made on the validation split and this data has "
+                "none; set data.val_fraction > 0"
+            )
+    compared = {
+        json.dumps(comparison_recipe(recipe, methods, recipe.seed).model_dump(mode="json"), sort_keys=True)
+        for recipe in recipes
+    }
+    if len(compared) == 1:
+        raise RecipeError(
+            f"--tune {key}: every value gives the same comparison; the field does not reach the "
+            f"compared methods ({','.join(methods)})"
+        )
+    boards = run_value_comparisons(
+        recipes, key, values, methods, seeds, output_dir, on_epoch_end, on_model_start, on_seed_start
+    )
+    board = TuneBoard(key, values, boards)
+    for group in board.groups():
+        try:
+            board.choice(group)
+        except ValueError as error:
+            raise RunDirectoryError(f"--tune: {error}") from None
     board.write(output_dir)
     return board

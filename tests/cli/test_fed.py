@@ -125,3 +125,65 @@ def test_bad_options_are_refused(tmp_path, capsys):
     assert "--rounds: must be a positive integer" in capsys.readouterr().err
     assert main(["fed", "no-such-recipe"]) == 2
     assert "unknown built-in federated recipe 'no-such-recipe'" in capsys.readouterr().err
+
+
+def test_clients_that_miss_the_timeout_cost_their_updates_not_the_round(tmp_path):
+    """On Flower's simulation with a timeout no client can meet: the round still finishes, every
+    prototype keeps its model, and the record names each missing client and why."""
+    recipe = write_recipe(tmp_path, rounds=1, timeout_s=0.001)
+    out = tmp_path / "run"
+    assert main(["fed", recipe, "--output-dir", str(out), "--quiet"]) == 0
+    (record,) = records(out)
+    for entry in record["prototypes"]:
+        assert entry["replied"] == [] and entry["averaged_accuracy"] == entry["merged_accuracy"]
+        assert set(entry["missing"]) == {str(client) for client in entry["sampled"]}
+        assert all(why == "no reply within 0.001 s" for why in entry["missing"].values())
+
+
+def test_ctrl_c_in_a_round_then_resume_gives_the_uninterrupted_result(tmp_path, monkeypatch, capsys):
+    """Interrupted in round 2 inside Flower's simulation: exit 130 with the resume command;
+    `--resume` runs round 2 again and ends where an uninterrupted run ends."""
+    from distill.federated.server import Federation
+
+    recipe = write_recipe(tmp_path, rounds=2)
+    assert main(["fed", recipe, "--engine", "inprocess", "--output-dir", str(tmp_path / "straight")]) == 0
+    original = Federation.run_round
+
+    def interrupted(self, round_index, transport):
+        if round_index == 1:
+            raise KeyboardInterrupt
+        return original(self, round_index, transport)
+
+    monkeypatch.setattr(Federation, "run_round", interrupted)
+    out = str(tmp_path / "cut")
+    assert main(["fed", recipe, "--output-dir", out]) == 130
+    assert f"continue with `distill fed {recipe} --output-dir {out} --resume`" in capsys.readouterr().err
+    assert len(records(tmp_path / "cut")) == 1
+    monkeypatch.setattr(Federation, "run_round", original)
+    assert main(["fed", recipe, "--output-dir", out, "--resume"]) == 0
+    assert records(tmp_path / "cut") == records(tmp_path / "straight")
+
+
+def test_decentralized_board_compares_aggregation_rules(tmp_path, capsys):
+    recipe = {
+        "kind": "decentralized",
+        "name": "gossip-cli",
+        "data": {"name": "mnist1d", "num_samples": 1200, "val_fraction": 0.0},
+        "model": {"name": "mlp", "hidden": [16]},
+        "devices": 5,
+        "dirichlet_alpha": 1.0,
+        "rounds": 2,
+    }
+    path = tmp_path / "gossip.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    board = tmp_path / "board"
+    argv = ["fed", str(path), "--algorithms", "linear,power-3,hyperprism", "--output-dir", str(board)]
+    assert main(argv) == 0
+    rows = json.loads((board / "board.json").read_text())["rows"]
+    assert [row["rule"] for row in rows] == ["linear", "power-3", "hyperprism"]
+    assert (board / "hyperprism-seed0" / "curves.png").is_file()
+    summary = json.loads((board / "power-3-seed0" / "summary.json").read_text())
+    assert summary["central_accuracy"] > 0 and summary["rounds"] == 2
+    capsys.readouterr()
+    assert main(["fed", str(path), "--algorithms", "power-x", "--output-dir", str(board)]) == 2
+    assert "'power-x' is not power-<degree>" in capsys.readouterr().err

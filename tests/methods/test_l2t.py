@@ -67,8 +67,12 @@ def test_a_run_meta_trains_saves_and_plots_each_loss_teacher(taught):
     assert dlf_meta["kind"] == "l2t-dlf-loss-teacher" and dlf_meta["num_classes"] == 10
     history = json.loads((run / "dlf" / "meta_history.json").read_text())
     schedule = dlf_meta["schedule"]
-    assert schedule["episode_steps"] == 2 * schedule["dev_every"]  # an episode is the student's budget
+    # an episode is the student's budget: a warm start (the default 1,000 steps would take all of
+    # this 16-step budget: cut to half of it), then the teacher's loss
+    assert schedule["warm_start_steps"] == schedule["dev_every"] == 8
+    assert schedule["warm_start_steps"] + schedule["episode_steps"] == 2 * schedule["dev_every"]
     assert len(history) == -(-schedule["episode_steps"] // 10)  # one teacher update per unroll of 10
+    assert history[-1]["step"] == 16.0  # steps counted from the warm start's first
     assert all(row["episode"] == 0.0 for row in history)
 
 

@@ -126,13 +126,18 @@ def test_l2t_dlf_hands_its_teacher_and_tables_to_the_artifacts(no_disk):
     assert metadata["kind"] == "l2t-dlf-loss-teacher" and metadata["matrices"] == 2
     assert metadata["data_fingerprint"] == data.fingerprint
     assert set(artifacts.tables) == {"meta_history", "meta_episodes"}
-    assert len(artifacts.tables["meta_history"]) == 2  # 4 steps, a teacher update per unroll of 2
+    # 4 steps: 2 warm-up steps (the default 1,000, cut to half the budget), then one unroll of 2
+    assert len(artifacts.tables["meta_history"]) == 1
     assert artifacts.tables["meta_episodes"]["kept_episode"] == 0
 
     with no_disk():
         method.on_epoch_start(_epoch(data))
         extras = method.finish(artifacts)
-    assert extras == {"loss_teacher": "memory:loss_teacher", "meta_seconds": round(method.meta_seconds, 3)}
+    assert extras == {
+        "loss_teacher": "memory:loss_teacher",
+        "meta_seconds": round(method.meta_seconds, 3),
+        "warm_start_steps": 2,
+    }
     [row] = artifacts.tables["loss_parameters"]
     assert list(row) == ["epoch", "attention_0", "attention_1", "W_diagonal", "W_off_diagonal", "b_mean"]
 

@@ -4,17 +4,32 @@ Learning to Teach with Dynamic Loss Functions (Wu et al., NeurIPS 2018): the los
 teacher and its reverse-mode training are in :mod:`distill.teaching.dlf`. This method
 
 1. before the student trains (:meth:`Method.prepare`), meta-trains a :class:`LossTeacher` on
-   the recipe's data — episodes of fresh students of the student's architecture, trained by
-   plain SGD on the teacher's loss, the teacher updated by the gradient of a smooth dev error —
+   the recipe's data — episodes of students of the student's architecture, warmed by
+   ``warm_start_steps`` cross-entropy steps and then trained by plain SGD on the teacher's loss,
+   the teacher updated by the gradient of a smooth dev error —
    and hands it to the run's artifacts as ``loss_teacher``
    (``RUN/<student>/loss_teacher.safetensors`` + ``.json`` metadata; tables ``meta_history``
    and ``meta_episodes``); or loads a saved one (``loss_teacher: PATH``: teacher transfer to
    another student or dataset with the same number of classes);
-2. trains a fresh student with the recipe's optimizer on ``l_{Φ_t}``, ``Φ_t = μ_θ(s_t)`` from
-   the frozen teacher and the student's live state ``s_t`` (progress, moving train accuracy and
+2. trains the student with the recipe's optimizer — its first ``warm_start_steps`` steps on
+   cross-entropy (within its budget), the rest on ``l_{Φ_t}``, ``Φ_t = μ_θ(s_t)`` from the
+   frozen teacher and the student's live state ``s_t`` (progress, moving train accuracy and
    loss, dev accuracy measured before each epoch);
 3. hands over the loss it was given over training (table ``loss_parameters``; the application
    plots it as ``loss_parameters.png``).
+
+**Warm start** (``warm_start_steps``, default 1,000). The authors' demo
+(``apeterswu/L2T_loss``, ``loss_lenet_light_dynamic.py``) first trains its student by
+``model_pretrain_iterations`` = 1,000 plain-SGD cross-entropy steps at the student's learning
+rate, and every meta-iteration restarts from that pretrained student. Here the run's student
+takes its first ``warm_start_steps`` steps of its own budget on cross-entropy (the recipe's
+optimizer and batches: the same steps a ``scratch`` student takes), and each meta-training
+episode first warms its student by as many plain-SGD cross-entropy steps at ``inner_lr``, on
+batches of its own that are the same in every episode — so with ``episode_student: same`` every
+episode restarts from one warm state, as the demo's meta-iterations do. The two warm states
+are not the same weights (other batches, and the recipe's optimizer in the run). A warm start
+that would take the whole budget is cut to half of it, with a warning; ``0`` is the previous
+behaviour, the teacher's loss from the first step.
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, PositiveFloat
 from torch import nn
 
@@ -36,14 +52,17 @@ from distill.methods.loss_teachers import (
     check_loss_teacher_kind,
     context_reader,
     episode_students,
+    log_warm_start,
     loss_teacher_metadata,
     require_validation_and_budget,
+    warm_start_steps,
 )
 from distill.methods.registry import METHODS, Budget, MethodContext
-from distill.schema import Epochs, FilePath, Positive, PositiveInt
+from distill.schema import EpochsOrZero, FilePath, NonNegativeInt, Positive, PositiveInt
 from distill.teaching.dlf import (
     STATE_FEATURES,
     LossTeacher,
+    MetaHistory,
     MetaSchedule,
     StudentState,
     dlf_loss,
@@ -68,6 +87,14 @@ class L2TDLFSpec(MethodSpec):
     student from its initialisation in every episode, as Algorithm 1 retrains one student
     (NeurIPS 2018 review; the authors' demo restores the episode's start weights);
     ``fresh`` draws a new initialisation per episode, for a teacher meant to transfer.
+
+    ``warm_start_steps`` (the demo's ``model_pretrain_iterations``, default 1,000; ``0``: off):
+    the student trains that many steps of its budget on cross-entropy before the learned loss
+    takes over, and every meta-training episode restarts from a student warmed by as many
+    plain-SGD cross-entropy steps (see the module doc; one that would take the whole budget is
+    cut to half of it).
+    ``episodes: 0`` meta-trains nothing: the student trains on the teacher's starting loss
+    (``W ≈ I``, ``b = 0``: ``−p_y/(1+p_y)``), the fixed-loss baseline of a comparison.
     """
 
     needs_hard_labels: ClassVar[bool] = True
@@ -75,7 +102,7 @@ class L2TDLFSpec(MethodSpec):
     name: Literal["l2t-dlf"] = "l2t-dlf"
     loss_teacher: FilePath | None = None
     matrices: Annotated[int, Field(le=10_000), Positive] = 4
-    episodes: Epochs = 4
+    episodes: EpochsOrZero = 4
     episode_steps: PositiveInt | None = None
     unroll: PositiveInt = 100
     inner_lr: PositiveFloat | None = None
@@ -86,6 +113,7 @@ class L2TDLFSpec(MethodSpec):
     update: Literal["episode", "segment"] = "episode"
     select_best: bool = True
     episode_student: Literal["same", "fresh"] = "same"
+    warm_start_steps: NonNegativeInt = 1000
 
 
 def load_loss_teacher(
@@ -139,6 +167,8 @@ class DynamicLossDistillation(LossTaughtMethod):
         self.data_fingerprint = context.data.fingerprint
         self.loaded_metadata = loaded_metadata
         self.meta_seconds = 0.0
+        self.warm_steps = warm_start_steps(spec.warm_start_steps, self.budget.steps)
+        self._steps_taken: int | None = None  # read from the state's buffer on the first step
         self.student_state = StudentState(teacher.num_classes)  # buffers: resumed with the run
         # per epoch: attention weights, then mean diagonal / off-diagonal of W_t, mean b_t
         self.register_buffer(
@@ -147,6 +177,7 @@ class DynamicLossDistillation(LossTaughtMethod):
 
     # ------------------------------------------------------------------ the teacher
     def prepare(self, artifacts: MethodArtifacts) -> None:
+        log_warm_start("l2t-dlf", self.spec.warm_start_steps, self.warm_steps, self.budget.steps)
         if self.loaded_metadata is not None:
             return
         metadata = artifacts.module_metadata("loss_teacher")
@@ -161,23 +192,28 @@ class DynamicLossDistillation(LossTaughtMethod):
             return
         schedule = self.schedule()
         LOG.info(
-            "l2t-dlf: meta-training the loss teacher — %d episodes × %d steps, unroll %d",
+            "l2t-dlf: meta-training the loss teacher — %d episodes × %d steps after %d warm-up "
+            "steps, unroll %d",
             schedule.episodes,
             schedule.episode_steps,
+            schedule.warm_start_steps,
             schedule.unroll,
         )
         device = next(self.student.parameters()).device
-        self.loss_teacher.requires_grad_(True)
-        history = meta_train(
-            self.loss_teacher,
-            episode_students(self.new_model, self.seed, same=self.spec.episode_student == "same"),
-            self.train_split,
-            self.dev,
-            schedule,
-            device,
-            seed=self.seed,
-        )
-        self.loss_teacher.requires_grad_(False)
+        if schedule.episodes == 0:  # the fixed start: the teacher as initialized
+            history = MetaHistory()
+        else:
+            self.loss_teacher.requires_grad_(True)
+            history = meta_train(
+                self.loss_teacher,
+                episode_students(self.new_model, self.seed, same=self.spec.episode_student == "same"),
+                self.train_split,
+                self.dev,
+                schedule,
+                device,
+                seed=self.seed,
+            )
+            self.loss_teacher.requires_grad_(False)
         self.meta_seconds = history.seconds
         artifacts.write_table("meta_history", history.rows)
         artifacts.write_table(
@@ -205,7 +241,7 @@ class DynamicLossDistillation(LossTaughtMethod):
         spec, budget = self.spec, self.budget
         return MetaSchedule(
             episodes=spec.episodes,
-            episode_steps=spec.episode_steps or budget.steps,
+            episode_steps=spec.episode_steps or max(1, budget.steps - self.warm_steps),
             unroll=spec.unroll,
             lr=spec.inner_lr or budget.lr,
             batch_size=budget.batch_size,
@@ -214,6 +250,7 @@ class DynamicLossDistillation(LossTaughtMethod):
             sharpness=spec.sharpness,
             update=spec.update,
             select_best=spec.select_best,
+            warm_start_steps=self.warm_steps,
         )
 
     # ------------------------------------------------------------------ the student
@@ -242,14 +279,30 @@ class DynamicLossDistillation(LossTaughtMethod):
                 )
         self.student.train(was_training)
 
+    def warming(self) -> bool:
+        """Whether the step about to be taken is one of the warm start's (counts it)."""
+        if self.warm_steps == 0:
+            return False
+        if self._steps_taken is None:  # one host read per run; a resumed run continues its count
+            self._steps_taken = int(self.student_state.seen)
+        self._steps_taken += 1
+        return self._steps_taken <= self.warm_steps
+
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.hard_labels(batch)
         logits = self.student(batch.inputs)
-        with torch.no_grad():
-            matrix, bias = self.loss_teacher(self.state_vector())
-        loss = dlf_loss(logits, batch.targets, matrix, bias)
+        warming = self.warming()
+        if warming:
+            loss = F.cross_entropy(logits, batch.targets)
+        else:
+            with torch.no_grad():
+                matrix, bias = self.loss_teacher(self.state_vector())
+            loss = dlf_loss(logits, batch.targets, matrix, bias)
         self.student_state.observe(logits.detach(), batch.targets)
-        return {"dlf": loss}
+        if self.warm_steps == 0:
+            return {"dlf": loss}
+        zero = loss.new_zeros(())  # the same terms every step: the trainer sums them per epoch
+        return {"ce": loss, "dlf": zero} if warming else {"ce": zero, "dlf": loss}
 
     def finish(self, artifacts: MethodArtifacts) -> dict[str, Any]:
         matrices = int(self.loss_teacher.matrices.shape[0])
@@ -264,7 +317,11 @@ class DynamicLossDistillation(LossTaughtMethod):
             teacher = str(self.spec.loss_teacher)
         else:
             teacher = artifacts.module_location("loss_teacher")
-        return {"loss_teacher": teacher, "meta_seconds": round(self.meta_seconds, 3)}
+        return {
+            "loss_teacher": teacher,
+            "meta_seconds": round(self.meta_seconds, 3),
+            "warm_start_steps": self.warm_steps,
+        }
 
 
 @METHODS.register_factory("l2t-dlf", "learning to teach with dynamic loss functions (Wu et al. 2018)")

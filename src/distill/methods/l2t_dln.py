@@ -36,6 +36,16 @@ teacher and the DLN it starts from (saved after meta-training, and again after t
 the teacher kept learning);
 ``loss_teacher: PATH`` trains another student with it (teacher frozen unless
 ``learn_teacher: true``), the DLN again starting from that initial network.
+
+**Warm start** (``warm_start_steps``, default 0). The official ``main.py`` has none: its student
+starts from random weights and the DLN teaches from the first round, over about 2,500 rounds
+(10 passes over 25,000 validation images in batches of 100). As an option, as in L2T-DLF's
+demo, the student's first ``warm_start_steps`` steps of its budget are on cross-entropy (the
+recipe's optimizer and batches) and rounds start after them; each meta-training episode's
+student is warmed by as many plain-SGD cross-entropy steps at ``inner_lr`` first (a warm start
+that would take the whole budget is cut to half of it). ``update_rule: fixed`` trains on the
+starting DLN throughout, with no rounds and no meta-training: the fixed-loss baseline of a
+comparison.
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import PositiveFloat
 from torch import nn
 
@@ -65,11 +76,13 @@ from distill.methods.loss_teachers import (
     LossTaughtMethod,
     context_reader,
     episode_students,
+    log_warm_start,
     loss_teacher_metadata,
     require_validation_and_budget,
+    warm_start_steps,
 )
 from distill.methods.registry import METHODS, MethodContext
-from distill.schema import BatchSize, EpochsOrZero, FilePath, PositiveInt, Width
+from distill.schema import BatchSize, EpochsOrZero, FilePath, NonNegativeInt, PositiveInt, Width
 from distill.teaching.dln import (
     CoordinateLSTM,
     DLNSchedule,
@@ -100,7 +113,11 @@ class L2TDLNSpec(MethodSpec):
     teacher cannot change the loss's scale (see :class:`DynamicLossNetwork`; ``false``: official).
     ``update_rule: sign`` replaces the LSTM by a diagnostic oracle, ``φ' = φ − dln_step ·
     sign(g)`` from the look-ahead validation gradient ``g`` (no meta-training, nothing learned):
-    it shows whether the gradient's direction itself helps the student."""
+    it shows whether the gradient's direction itself helps the student. ``update_rule: fixed``
+    never changes the DLN (no rounds, no meta-training): the student trains on the starting
+    loss, the baseline the teacher is measured against. ``warm_start_steps`` (default 0: the
+    official code has no warm start): the student's first steps of its budget are on
+    cross-entropy, and meta-training episodes warm their students alike (see the module doc)."""
 
     needs_hard_labels: ClassVar[bool] = True
 
@@ -116,7 +133,8 @@ class L2TDLNSpec(MethodSpec):
     dln_init: Literal["pairwise-ce", "random"] = "pairwise-ce"
     episodes: EpochsOrZero = 2
     normalize: bool = True
-    update_rule: Literal["lstm", "sign"] = "lstm"
+    update_rule: Literal["lstm", "sign", "fixed"] = "lstm"
+    warm_start_steps: NonNegativeInt = 0
 
 
 class DLNTeacher(nn.Module):
@@ -132,6 +150,7 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
     """Stages (a)–(c) of the module doc; the student's loss term is ``dln``."""
 
     rounds: torch.Tensor  # buffer: teaching rounds done (restored on resume)
+    warm_steps_taken: torch.Tensor  # buffer, with a warm start only: its steps taken
     loss_history: torch.Tensor  # buffer: (epochs, probes + 2), NaN for epochs not reached
 
     method_name = "l2t-dln"
@@ -165,6 +184,11 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
             self.register_buffer(f"memory_hidden{index}", hidden)
             self.register_buffer(f"memory_cell{index}", cell)
         self.register_buffer("rounds", torch.zeros((), dtype=torch.long))
+        self.warm_steps = warm_start_steps(spec.warm_start_steps, context.budget.steps)
+        if self.warm_steps > 0:  # a buffer only then: a run without a warm start keeps its state
+            self.register_buffer("warm_steps_taken", torch.zeros((), dtype=torch.long))
+        self._warm_taken: int | None = None  # read from the buffer on the first step
+        self._warming_now = False
         self.register_buffer("loss_history", torch.full((context.budget.epochs, len(PROBES) + 2), math.nan))
         self._twin: nn.Module | None = None
         self._round: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -185,11 +209,35 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
             getattr(self, f"memory_cell{index}").copy_(cell.detach())
 
     # ------------------------------------------------------------------ stages
+    def warming(self) -> bool:
+        """Whether the step about to be taken is one of the warm start's (counts it)."""
+        if self.warm_steps == 0:
+            return False
+        if self._warm_taken is None:  # one host read per run; a resumed run continues its count
+            self._warm_taken = int(self.warm_steps_taken)
+        if self._warm_taken >= self.warm_steps:
+            return False
+        self._warm_taken += 1
+        self.warm_steps_taken += 1
+        return True
+
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.hard_labels(batch)
-        return {"dln": self.dln.loss(self.student(batch.inputs), batch.targets)}
+        logits = self.student(batch.inputs)
+        if self.warm_steps == 0:
+            return {"dln": self.dln.loss(logits, batch.targets)}
+        if self._warming_now:
+            loss = F.cross_entropy(logits, batch.targets)
+            return {"ce": loss, "dln": loss.new_zeros(())}
+        loss = self.dln.loss(logits, batch.targets)
+        return {"ce": loss.new_zeros(()), "dln": loss}  # the same terms every step
 
     def train_step(self, batch: Batch, update: Update) -> dict[str, torch.Tensor]:
+        self._warming_now = self.warming()
+        if self._warming_now or self.spec.update_rule == "fixed":  # no round: a plain step
+            terms = update.forward(batch)
+            update.minimize(terms["ce" if self._warming_now else "dln"])
+            return terms
         if not self._round:
             self._start = {name: value.detach().clone() for name, value in self.student.named_parameters()}
         terms = update.forward(batch)  # (a): the student's step on the current DLN
@@ -251,7 +299,8 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
 
     # ------------------------------------------------------------------ meta-training
     def prepare(self, artifacts: MethodArtifacts) -> None:
-        if self.loaded or self.spec.episodes == 0 or self.spec.update_rule == "sign" or int(self.rounds) > 0:
+        log_warm_start("l2t-dln", self.spec.warm_start_steps, self.warm_steps, self.budget.steps)
+        if self.loaded or self.spec.episodes == 0 or self.spec.update_rule != "lstm" or int(self.rounds) > 0:
             return  # a loaded teacher, none to meta-train, or a resumed run (its state is restored)
         metadata = artifacts.module_metadata("loss_teacher")
         if metadata is not None and metadata.get("data_fingerprint") == self.data_fingerprint:
@@ -260,18 +309,20 @@ class DynamicLossNetworkTeaching(LossTaughtMethod):
         budget = self.budget
         schedule = DLNSchedule(
             episodes=self.spec.episodes,
-            episode_steps=budget.steps,
+            episode_steps=max(1, budget.steps - self.warm_steps),
             unroll=self.spec.unroll,
             lr=self.inner_lr,
             batch_size=budget.batch_size,
             dln_step=self.spec.dln_step,
             teacher_lr=self.spec.teacher_lr,
             val_batch_size=self.spec.val_batch_size,
+            warm_start_steps=self.warm_steps,
         )
         LOG.info(
-            "l2t-dln: meta-training the LSTM teacher — %d episodes × %d steps",
+            "l2t-dln: meta-training the LSTM teacher — %d episodes × %d steps after %d warm-up steps",
             schedule.episodes,
-            budget.steps,
+            schedule.episode_steps,
+            self.warm_steps,
         )
         device = next(self.student.parameters()).device
         self.teacher.lstm.requires_grad_(True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from torch import nn
 from distill.errors import CheckpointError, DistillError
 from distill.methods.base import Batch, Method, ModuleReader
 from distill.methods.registry import MethodContext
+
+LOG = logging.getLogger(__name__)
 
 
 def check_loss_teacher_kind(
@@ -52,6 +55,27 @@ def require_validation_and_budget(context: MethodContext, method: str) -> None:
         )
     if context.budget is None:
         raise DistillError(f"{context.owner}: {method} needs the student's training budget")
+
+
+def warm_start_steps(requested: int, budget_steps: int) -> int:
+    """The cross-entropy steps a learned-loss student takes before its learned loss: the
+    ``warm_start_steps`` asked for, unless that leaves no step of the student's budget of
+    ``budget_steps`` to the learned loss — then half the budget."""
+    return requested if requested < budget_steps else budget_steps // 2
+
+
+def log_warm_start(method: str, requested: int, steps: int, budget_steps: int) -> None:
+    """Say how the student starts; warn when the warm start asked for was cut to half the budget."""
+    if steps < requested:
+        LOG.warning(
+            "%s: warm_start_steps %d would take all of the student's %d steps; warming for %d",
+            method,
+            requested,
+            budget_steps,
+            steps,
+        )
+    elif steps > 0:
+        LOG.info("%s: the student's first %d of %d steps are on cross-entropy", method, steps, budget_steps)
 
 
 def episode_students(

@@ -1,5 +1,7 @@
 """The leaderboard of a comparison: every reported model, mean ± std over seeds, as markdown,
-JSON and a PNG chart (``leaderboard.md``, ``leaderboard.json``, ``leaderboard.png``)."""
+JSON and a PNG chart (``leaderboard.md``, ``leaderboard.json``, ``leaderboard.png``); the
+boards of a sweep over one recipe field (:class:`SweepBoard`), and of a tuned comparison
+(:class:`TuneBoard`: each method at the value of one field its validation accuracy picks)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,9 @@ from distill.report.seeds import percent_spread, read_summary
 
 @dataclass
 class LeaderboardRow:
-    """One reported model (e.g. ``kd``, ``dml/peer1``, ``one/ensemble``) over the seeds."""
+    """One reported model (e.g. ``kd``, ``dml/peer1``, ``one/ensemble``) over the seeds, with
+    the validation accuracy of each seed's reported epoch where the data has a validation split
+    (``None`` where it has none)."""
 
     name: str
     method: str
@@ -24,10 +28,26 @@ class LeaderboardRow:
     test_accuracy: list[float]
     params: int
     seconds: list[float]
+    val_accuracy: list[float | None] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
         return statistics.fmean(self.test_accuracy)
+
+    @property
+    def val_mean(self) -> float | None:
+        """Mean validation accuracy over the seeds; ``None`` unless every seed has one."""
+        values = [value for value in self.val_accuracy if value is not None]
+        if not values or len(values) != len(self.val_accuracy):
+            return None
+        return statistics.fmean(values)
+
+    @property
+    def val_std(self) -> float | None:
+        values = [value for value in self.val_accuracy if value is not None]
+        if self.val_mean is None:
+            return None
+        return statistics.stdev(values) if len(values) > 1 else 0.0
 
     @property
     def std(self) -> float:
@@ -47,6 +67,8 @@ class LeaderboardRow:
             "test_accuracy_std": self.std,
             "test_accuracy_per_seed": self.test_accuracy,
             "gain_over_scratch": None if baseline is None else self.mean - baseline,
+            "val_accuracy_mean": self.val_mean,
+            "val_accuracy_per_seed": self.val_accuracy,
             "params": self.params,
             "seconds_mean": statistics.fmean(self.seconds),
         }
@@ -54,7 +76,10 @@ class LeaderboardRow:
 
 @dataclass
 class Leaderboard:
-    """Rows in method order (teacher first), plus what was compared."""
+    """Rows in method order (teacher first), plus what was compared.
+
+    A tuned board (:class:`TuneBoard`) also names the recipe field tuned (``tuned_key``), the
+    values tried (``tuned_values``) and, per row, the value its row was taken at (``chosen``)."""
 
     recipe: str
     methods: tuple[str, ...]
@@ -62,6 +87,9 @@ class Leaderboard:
     student: dict[str, Any]
     data: dict[str, Any]
     rows: list[LeaderboardRow] = field(default_factory=list)
+    tuned_key: str | None = None
+    tuned_values: list[str] = field(default_factory=list)
+    chosen: dict[str, str] = field(default_factory=dict)
 
     @property
     def baseline(self) -> float | None:
@@ -69,32 +97,54 @@ class Leaderboard:
         return next((row.mean for row in self.rows if row.name == "scratch"), None)
 
     def as_json(self) -> dict[str, Any]:
+        rows = [row.as_json(self.baseline) for row in self.rows]
+        tuned: dict[str, Any] = {}
+        if self.tuned_key is not None:
+            for row in rows:
+                row["tuned_value"] = self.chosen.get(row["name"])
+            tuned = {"tuned": {"key": self.tuned_key, "values": self.tuned_values, "selected_on": "val"}}
         return {
             "recipe": self.recipe,
             "methods": list(self.methods),
             "seeds": self.seeds,
             "student": self.student,
             "data": self.data,
-            "rows": [row.as_json(self.baseline) for row in self.rows],
+            **tuned,
+            "rows": rows,
         }
 
     def markdown(self) -> str:
         baseline = self.baseline
+        tuned = self.tuned_key is not None
+        what = "Test accuracy of each run's reported epoch, mean ± sample std over seeds."
+        header = "| model | method | test acc (%) | vs scratch (pts) | per seed | params | seconds |"
+        rule = "|---|---|---:|---:|---|---:|---:|"
+        if tuned:
+            what = (
+                f"Each method at the value of `{self.tuned_key}` (of {', '.join(self.tuned_values)}) "
+                "whose runs have the best mean validation accuracy; test accuracy of those runs' "
+                "reported epoch, mean ± sample std over seeds. The test split played no part in the "
+                "choice (the full grid: `tune.md`)."
+            )
+            header = header.replace("| method |", f"| method | `{self.tuned_key}` | val acc (%) |", 1)
+            rule = "|---|---|---:|---:|" + rule[len("|---|---|") :]
         lines = [
             f"# {self.recipe}: {', '.join(self.methods)} over seeds {', '.join(map(str, self.seeds))}",
             "",
             f"Student: `{self.student.get('name')}` {_spec_text(self.student)}; "
-            f"data `{self.data.get('name')}`. Test accuracy of each run's reported epoch, "
-            "mean ± sample std over seeds.",
+            f"data `{self.data.get('name')}`. {what}",
             "",
-            "| model | method | test acc (%) | vs scratch (pts) | per seed | params | seconds |",
-            "|---|---|---:|---:|---|---:|---:|",
+            header,
+            rule,
         ]
         for row in self.rows:
             gain = "" if baseline is None or row.role == "teacher" else f"{100 * (row.mean - baseline):+.2f}"
             per_seed = " ".join(f"{100 * value:.1f}" for value in row.test_accuracy)
+            chosen = ""
+            if tuned:
+                chosen = f"{self.chosen.get(row.name, '')} | {_val_spread(row)} | "
             lines.append(
-                f"| {row.name} | {row.method} | {row.spread} | {gain} | "
+                f"| {row.name} | {row.method} | {chosen}{row.spread} | {gain} | "
                 f"{per_seed} | {row.params:,} | {statistics.fmean(row.seconds):.1f} |"
             )
         return "\n".join(lines) + "\n"
@@ -157,6 +207,13 @@ def _spec_text(spec: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in spec.items() if key != "name")
 
 
+def _val_spread(row: LeaderboardRow) -> str:
+    mean, std = row.val_mean, row.val_std
+    if mean is None or std is None:
+        return "—"
+    return percent_spread(mean, std, len(row.val_accuracy))
+
+
 def build_leaderboard(
     run_dirs: list[Path], recipe: str, methods: tuple[str, ...], student: Any
 ) -> Leaderboard:
@@ -174,6 +231,8 @@ def build_leaderboard(
             )
             row.test_accuracy.append(result["test_accuracy"])
             row.seconds.append(result["seconds"])
+            val = result.get("val_accuracy")
+            row.val_accuracy.append(float(val) if isinstance(val, int | float) else None)
     return Leaderboard(recipe, methods, seeds, student.model_dump(mode="json"), data, list(rows.values()))
 
 
@@ -258,3 +317,128 @@ class SweepBoard:
         axis.grid(alpha=0.3)
         axis.legend()
         save_figure(figure, path)
+
+
+def model_group(name: str) -> str:
+    """The student (or teacher) a reported model belongs to: ``dml/peer1`` → ``dml``."""
+    return name.split("/", 1)[0]
+
+
+@dataclass
+class TuneBoard(SweepBoard):
+    """One comparison repeated over the values of one recipe field, and the leaderboard of each
+    method at its own value, chosen on the validation split.
+
+    For each method (each student of the comparison, and the teacher), the value kept is the
+    one whose runs give the method's first reported model — its primary model, e.g.
+    ``dml/peer0`` — the best validation accuracy (of each seed's reported epoch) averaged over
+    the seeds; a tie keeps the value listed first. All of the method's models are reported from
+    that value's runs. Test accuracy is never read by the choice.
+    """
+
+    def groups(self) -> dict[str, list[str]]:
+        """Model names by method (:func:`model_group`), in leaderboard order."""
+        groups: dict[str, list[str]] = {}
+        for model in self.models():
+            groups.setdefault(model_group(model), []).append(model)
+        return groups
+
+    def choice(self, group: str) -> int:
+        """The index of the value kept for ``group`` (see class doc); a value whose runs lack a
+        validation accuracy is never chosen, and a group with none anywhere is an error."""
+        primary = self.groups()[group][0]
+        best, best_val = -1, -math.inf
+        for index, board in enumerate(self.boards):
+            row = self.cell(board, primary)
+            val = None if row is None else row.val_mean
+            if val is not None and val > best_val:
+                best, best_val = index, val
+        if best < 0:
+            raise ValueError(f"{primary}: no validation accuracy to choose a value of {self.key} on")
+        return best
+
+    def choices(self) -> dict[str, str]:
+        """The value kept, by method."""
+        return {group: self.values[self.choice(group)] for group in self.groups()}
+
+    def selected(self) -> Leaderboard:
+        """The leaderboard of every method at its chosen value."""
+        first = self.boards[0]
+        rows, chosen = [], {}
+        for group, models in self.groups().items():
+            index = self.choice(group)
+            for model in models:
+                row = self.cell(self.boards[index], model)
+                if row is not None:
+                    rows.append(row)
+                    chosen[model] = self.values[index]
+        return Leaderboard(
+            first.recipe,
+            first.methods,
+            first.seeds,
+            first.student,
+            first.data,
+            rows,
+            tuned_key=self.key,
+            tuned_values=list(self.values),
+            chosen=chosen,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        def entry(board: Leaderboard, model: str) -> dict[str, Any] | None:
+            row = self.cell(board, model)
+            return None if row is None else row.as_json(board.baseline)
+
+        return {
+            "key": self.key,
+            "values": self.values,
+            "selected_on": "mean validation accuracy over seeds of each method's primary model",
+            "methods": {
+                group: {
+                    "chosen": self.values[self.choice(group)],
+                    "selected_by": models[0],
+                    "val_accuracy_mean": [
+                        None if (row := self.cell(board, models[0])) is None else row.val_mean
+                        for board in self.boards
+                    ],
+                }
+                for group, models in self.groups().items()
+            },
+            "models": {model: [entry(board, model) for board in self.boards] for model in self.models()},
+        }
+
+    def markdown(self) -> str:
+        """The full grid — validation / test accuracy of every model at every value, the chosen
+        value of each method in bold — then the leaderboard of the chosen rows."""
+        first = self.boards[0]
+        choices = {group: self.choice(group) for group in self.groups()}
+        lines = [
+            f"# {first.recipe}: `{self.key}` tuned on the validation split",
+            "",
+            f"Each cell: validation accuracy / test accuracy (%), mean over seeds "
+            f"{', '.join(map(str, first.seeds))}. Each method keeps the value (**bold**) with the "
+            "best validation accuracy of its primary model (its first row); the test column only "
+            "reports.",
+            "",
+            "| model | " + " | ".join(f"{self.key}={value}" for value in self.values) + " |",
+            "|---|" + "---:|" * len(self.values),
+        ]
+        for model in self.models():
+            cells = []
+            for index, board in enumerate(self.boards):
+                row = self.cell(board, model)
+                if row is None:
+                    cells.append("")
+                    continue
+                val = "—" if row.val_mean is None else f"{100 * row.val_mean:.2f}"
+                text = f"{val} / {100 * row.mean:.2f}"
+                cells.append(f"**{text}**" if choices[model_group(model)] == index else text)
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n\n" + self.selected().markdown()
+
+    def write(self, directory: Path) -> None:
+        """``tune.json`` and ``tune.md`` (the grid) and the chosen rows' ``leaderboard.*``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(directory / "tune.json", self.as_json())
+        atomic_write_bytes(directory / "tune.md", self.markdown().encode())
+        self.selected().write(directory)

@@ -42,7 +42,16 @@ from torch.func import functional_call
 
 from distill.data.bundle import Split
 from distill.losses import LOSSES
-from distill.teaching.unroll import Params, Unroll, detached, functional_student, hypergradient, minibatches
+from distill.teaching.unroll import (
+    Params,
+    Unroll,
+    cross_entropy_steps,
+    detached,
+    functional_student,
+    hypergradient,
+    minibatches,
+    warm_start_batches,
+)
 
 
 def one_vs_one_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -302,7 +311,9 @@ def dln_unroll(model: nn.Module, network: DynamicLossNetwork, lr: float) -> Unro
 class DLNSchedule:
     """Meta-training of the LSTM teacher: ``episodes`` fresh students, each trained for
     ``episode_steps`` SGD steps (``lr``, ``batch_size``) in rounds of ``unroll`` steps, the DLN
-    restarting from the teacher's initial network each episode."""
+    restarting from the teacher's initial network each episode. ``warm_start_steps``: each
+    student first takes that many plain-SGD cross-entropy steps at ``lr``
+    (:func:`~distill.teaching.unroll.cross_entropy_steps`; the official code has no warm start)."""
 
     episodes: int
     episode_steps: int
@@ -312,6 +323,7 @@ class DLNSchedule:
     dln_step: float
     teacher_lr: float
     val_batch_size: int
+    warm_start_steps: int = 0
 
 
 def meta_train(
@@ -326,7 +338,8 @@ def meta_train(
 ) -> list[dict[str, float]]:
     """Train ``lstm`` in place by the official three-stage loop: the student's weights after
     each round are the look-ahead unroll's with φ' (stage (a) as the official code runs it).
-    Returns one row per episode (final dev accuracy, mean validation loss, seconds)."""
+    Returns one row per episode (dev accuracy as the rounds start — after the warm start, if
+    any — and at the end, mean validation loss, seconds)."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(lstm.parameters(), lr=schedule.teacher_lr)
     network = copy.deepcopy(initial_dln).requires_grad_(False)
@@ -337,6 +350,12 @@ def meta_train(
         model = new_student(episode)
         unroll = dln_unroll(model, network, schedule.lr)
         params = {name: value.detach().clone() for name, value in model.named_parameters()}
+        if schedule.warm_start_steps > 0:
+            warm = warm_start_batches(train, schedule.batch_size, schedule.warm_start_steps, seed, device)
+            params = cross_entropy_steps(unroll.model, params, warm, schedule.lr)
+        with torch.no_grad():
+            logits = unroll.logits(params, dev.inputs.to(device))
+            start_accuracy = float((logits.argmax(dim=1) == dev.targets.to(device)).float().mean())
         phi = {name: value.detach().clone() for name, value in initial_dln.named_parameters()}
         memory = lstm.initial_memory(coordinates, device)
         losses = []
@@ -356,6 +375,7 @@ def meta_train(
         rows.append(
             {
                 "episode": float(episode),
+                "start_dev_accuracy": start_accuracy,
                 "dev_accuracy": accuracy,
                 "validation_loss": sum(losses) / len(losses),
                 "seconds": time.perf_counter() - started,

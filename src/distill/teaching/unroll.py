@@ -22,11 +22,12 @@ the reverse step. Nothing is differentiated by hand and no module is modified in
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, replace_all_batch_norm_modules_, vjp
 
@@ -71,6 +72,50 @@ def functional_student(model: nn.Module) -> nn.Module:
 def detached(params: Params) -> Params:
     """The same weights, cut from any graph."""
     return {name: value.detach() for name, value in params.items()}
+
+
+#: offset of the seed of :func:`warm_start_batches` from the meta-training seed
+WARM_START_SEED_OFFSET = 104_729
+
+
+def warm_start_batches(
+    split: Split, batch_size: int, steps: int, seed: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``steps`` batches of a warm start: :func:`minibatches` from a generator of their own
+    (seed ``seed + WARM_START_SEED_OFFSET``), so that every student warmed from one
+    initialization sees the same batches and reaches the same warm state, whatever else the
+    meta-training has drawn before."""
+    generator = torch.Generator().manual_seed(seed + WARM_START_SEED_OFFSET)
+    return minibatches(split, batch_size, steps, generator, device)
+
+
+def cross_entropy_steps(
+    model: nn.Module,
+    params: Params,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    after_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> Params:
+    """A warm start: plain SGD on cross-entropy, ``w ← w − lr · ∇_w CE(w; batch)``, one step
+    per batch from ``params``, on ``model`` run functionally (see :func:`functional_student`:
+    batch statistics, no running statistics); returns the detached weights it reaches.
+
+    As the L2T-DLF demo (``apeterswu/L2T_loss``, ``model_pretrain_iterations``) pretrains its
+    student before the learned loss takes over. ``after_step(logits, targets)`` sees each step's
+    detached logits (e.g. to fold them into the student's state). Only the current weights are
+    held, whatever the number of steps.
+    """
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, _theta: Params, _index: int) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+    unroll = Unroll(model, loss, lr)
+    weights = detached(params)
+    for index, (inputs, targets) in enumerate(batches):
+        weights, _, logits = unroll.step_with_loss(weights, {}, inputs, targets, index)
+        if after_step is not None:
+            after_step(logits, targets)
+    return weights
 
 
 @dataclass
