@@ -72,8 +72,7 @@ def test_deployed_federation_survives_a_failing_client(tmp_path):
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "DISTILL_CACHE": str(cache),
-        "OMP_NUM_THREADS": "1",
-    }
+    }  # thread counts as this process has them: the server computes as the in-process run below
     link = free_port()
     connection = f'[superlink.local]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
     (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n{connection}')

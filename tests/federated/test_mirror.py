@@ -50,6 +50,14 @@ def test_the_mean_is_positively_homogeneous_and_odd(values, degree, factor):
     assert torch.allclose(power_mean(-stacked, weights, degree), -mean, atol=1e-9)
 
 
+def test_a_small_coordinate_beside_a_large_one_keeps_its_own_scale():
+    """Found by hypothesis: with one scale per tensor, 0.0078 beside 3.0 vanished under p = 12."""
+    stacked = torch.tensor([[0.0, 0.0], [0.0, 0.0], [3.0, 0.0078125]], dtype=torch.float64)
+    weights = torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64)
+    mean = power_mean(stacked, weights, 12.0)
+    assert torch.allclose(mean, stacked[2] * 0.5 ** (1 / 12))  # (½·x^12)^(1/12), coordinate by coordinate
+
+
 def test_large_degree_on_large_weights_does_not_overflow_and_favours_the_largest_magnitude():
     stacked = torch.tensor([[300.0, -2.0], [100.0, -900.0]], dtype=torch.float32)
     mean = power_mean(stacked, torch.tensor([1.0, 1.0]), 20.0)

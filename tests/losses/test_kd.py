@@ -101,7 +101,7 @@ def test_top_k_kd_is_the_kl_over_top_k_plus_one_rest_bin(k, temperature):
     if k < 6:
         assert loss.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
     else:  # every class kept: exactly Hinton KD
-        assert loss.item() == pytest.approx(kd_loss(student, teacher, temperature).item(), rel=1e-5, abs=1e-6)
+        assert loss.item() == pytest.approx(kd_loss(student, teacher, temperature).item(), rel=1e-4, abs=1e-6)
 
 
 @given(

@@ -7,9 +7,10 @@ buffer by its weighted power mean over the ranks,
 
 ``x̄ = φ_p⁻¹( Σ_r w_r·φ_p(x_r) / Σ_r w_r )``,  ``φ_p(x) = sign(x)·|x|^p``,
 
-computed as a MAX all-reduce of ``max|x|`` (the common scale ``s``: power means are positively
-homogeneous, so the powers of ``x/s`` never overflow), a SUM all-reduce of ``w_r·φ_p(x_r/s)`` and
-a SUM all-reduce of ``w_r``. Degree 1 is model averaging (local SGD / FedAvg across processes).
+computed as a MAX all-reduce of ``|x|`` (the scale ``s`` of each coordinate: power means are
+positively homogeneous and coordinate-wise, so the powers of ``x/s`` neither overflow nor
+vanish), a SUM all-reduce of ``w_r·φ_p(x_r/s)`` and a SUM all-reduce of ``w_r``. Degree 1 is
+model averaging (local SGD / FedAvg across processes).
 """
 
 from __future__ import annotations
@@ -18,21 +19,22 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-_TINY = 1e-30
+_TINY = torch.finfo(torch.float64).tiny
 
 
 def power_mean_all_reduce(tensor: torch.Tensor, weight: float, degree: float) -> None:
     """Replace ``tensor`` (in place, on every rank) by its WPM over the ranks."""
-    scale = tensor.detach().abs().amax().reshape(1).to(torch.float64)
+    values = tensor.detach().to(torch.float64)
+    scale = values.abs()  # per coordinate: the largest magnitude over the ranks
     dist.all_reduce(scale, op=dist.ReduceOp.MAX)
-    size = float(scale.clamp_min(_TINY))
-    unit = tensor.detach().to(torch.float64) / size
+    scale = scale.clamp_min(_TINY)
+    unit = values / scale
     mirrored = weight * torch.sign(unit) * unit.abs() ** degree
     total = torch.tensor([weight], dtype=torch.float64, device=tensor.device)
     dist.all_reduce(mirrored, op=dist.ReduceOp.SUM)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     mean = mirrored / total
-    tensor.copy_((torch.sign(mean) * mean.abs() ** (1.0 / degree) * size).to(tensor.dtype))
+    tensor.copy_((torch.sign(mean) * mean.abs() ** (1.0 / degree) * scale).to(tensor.dtype))
 
 
 class MirrorAverager:

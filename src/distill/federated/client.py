@@ -8,7 +8,8 @@ official ``main_fedhd.py``: ``clients[cn][idx].inference(public_ds)`` after loca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,19 @@ class TrainReply:
     state: StateDict
     samples: int
     loss: float
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Client work runs on one thread — as Flower's simulation gives each client call one CPU —
+    so a round's numbers do not depend on the engine that runs the client or on the machine's
+    core count (a different thread count changes the order of floating-point sums)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def client_seed(seed: int, round_index: int, prototype: int, client: int) -> int:
@@ -59,9 +73,11 @@ def run_local_training(
     model.load_state_dict(dict(state))
     shard = setting.client_split(prototype, client)
     loss = train_local(model, shard, recipe.local, client_seed(recipe.seed, round_index, prototype, client))
-    return TrainReply(cpu_state(model), len(shard), loss), model
+    # float32, as a Flower MetricRecord carries it: the same number whichever engine runs the client
+    return TrainReply(cpu_state(model), len(shard), float(torch.tensor(loss, dtype=torch.float32))), model
 
 
 def public_logits(recipe: FedRecipe, model: torch.nn.Module) -> torch.Tensor:
     """The local model's raw logits on the public set."""
-    return predict_logits(model, setting_for(recipe).public)
+    with one_thread():
+        return predict_logits(model, setting_for(recipe).public)

@@ -13,9 +13,11 @@ coordinate-wise, a device aggregates what it received (itself included) with wei
 (FedAvg, DPSGD gossip); a larger ``p`` pulls each coordinate towards the neighbour of largest
 magnitude. Only aggregation is non-linear: local SGD stays in the primal space.
 
-Power means are positively homogeneous (``M_p(c·x) = c·M_p(x)`` for ``c > 0``), so each tensor is
-divided by its largest magnitude over the devices before the powers and multiplied back after:
-no overflow at large ``p`` (``|x|^{20}`` of a weight of 100 overflows float32 otherwise).
+Power means are positively homogeneous (``M_p(c·x) = c·M_p(x)`` for ``c > 0``) and work
+coordinate by coordinate, so each coordinate is divided by its largest magnitude over the
+devices before the powers and multiplied back after: no overflow at large ``p`` (``|x|^{20}`` of
+a weight of 100 overflows float32 otherwise), and no underflow of a small coordinate beside a
+large one (a scale per tensor would lose it).
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from distill.federated.averaging import StateDict
-
-#: magnitudes below this are treated as this inside the root, so d/dp stays finite at 0
-_TINY = 1e-30
 
 
 def power_mean(values: torch.Tensor, weights: torch.Tensor, degree: torch.Tensor | float) -> torch.Tensor:
@@ -39,13 +38,23 @@ def power_mean(values: torch.Tensor, weights: torch.Tensor, degree: torch.Tensor
     if values.shape[0] != weights.shape[0]:
         raise ValueError(f"{values.shape[0]} devices' values but {weights.shape[0]} weights")
     degree = torch.as_tensor(degree, dtype=values.dtype)
+    tiny = torch.finfo(values.dtype).tiny
     shape = (-1,) + (1,) * (values.ndim - 1)
     share = (weights / weights.sum()).to(values.dtype).reshape(shape)
-    scale = values.detach().abs().amax().clamp_min(_TINY)  # homogeneity: compute on values / scale
+    # homogeneity, coordinate by coordinate: the powers of x / max_j |x_j| lie in [-1, 1] and
+    # neither overflow (large p, large weights) nor vanish beside a larger coordinate
+    scale = values.detach().abs().amax(dim=0).clamp_min(tiny)
     unit = values / scale
-    mirrored = torch.sign(unit) * unit.abs().clamp_min(_TINY) ** degree
+    mirrored = torch.sign(unit) * _safe_power(unit.abs(), degree)
     mean = (share * mirrored).sum(dim=0)
-    return torch.sign(mean) * mean.abs().clamp_min(_TINY) ** (1.0 / degree) * scale
+    return torch.sign(mean) * _safe_power(mean.abs(), 1.0 / degree) * scale
+
+
+def _safe_power(magnitude: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``magnitude ** exponent`` with 0 ↦ 0 and a finite derivative in ``exponent`` there
+    (``d/dp x^p = x^p·ln x`` is 0·(−∞) at 0)."""
+    tiny = torch.finfo(magnitude.dtype).tiny
+    return torch.where(magnitude > 0, magnitude.clamp_min(tiny) ** exponent, torch.zeros_like(magnitude))
 
 
 def aggregate_states(
