@@ -11,14 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from distill.config import validate_recipe
-from distill.data import load_data
 from distill.engine import checkpoint
 from distill.engine.artifacts import ModuleFileReader, RunArtifacts
-from distill.methods import MethodContext, build_method
 from distill.methods.base import EpochStart
 from distill.methods.registry import Budget
-from distill.models import build_model
+from tests.methods.learned_loss_setup import learned_loss_method
 
 
 class MemoryArtifacts:
@@ -54,34 +51,7 @@ class MemoryArtifacts:
 
 
 def _method(method: dict[str, Any]):
-    recipe = validate_recipe(
-        {
-            "name": "artifacts",
-            "seed": 1,
-            "data": {"name": "mnist1d", "num_samples": 200, "val_fraction": 0.2},
-            "train": {"epochs": 1, "batch_size": 32},
-            "students": [{"name": "s", "model": {"name": "mlp", "hidden": [8]}, "method": method}],
-        }
-    )
-    data = load_data(recipe.data)
-    spec = recipe.students[0]
-
-    def new_model(model_spec, owner, seed):
-        torch.manual_seed(seed)
-        return build_model(model_spec, data.input_shape, data.num_classes)
-
-    context = MethodContext(
-        student=new_model(spec.model, "student", 1),
-        teacher=None,
-        example_inputs=data.train.inputs[:8],
-        num_classes=data.num_classes,
-        build_model=new_model,
-        student_spec=spec.model,
-        seed=1,
-        data=data,
-        budget=Budget(1, 32, 4, 0.2),
-    )
-    return build_method(spec.method, context), data
+    return learned_loss_method(method, samples=200, hidden=8, epochs=1, budget=Budget(1, 32, 4, 0.2))
 
 
 @pytest.fixture

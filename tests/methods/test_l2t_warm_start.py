@@ -13,13 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.config import validate_recipe
-from distill.data import load_data
-from distill.methods import MethodContext, build_method
 from distill.methods.base import Batch
 from distill.methods.registry import Budget
-from distill.models import build_model
 from distill.teaching.dlf import StudentState, dlf_loss
+from tests.methods.learned_loss_setup import learned_loss_method
 from tests.methods.test_l2t_artifacts import MemoryArtifacts
 
 LR = 0.2
@@ -27,34 +24,7 @@ BUDGET = Budget(epochs=2, batch_size=32, steps_per_epoch=10, lr=LR)  # 20 steps
 
 
 def _method(method: dict[str, Any]):
-    recipe = validate_recipe(
-        {
-            "name": "warm",
-            "seed": 1,
-            "data": {"name": "mnist1d", "num_samples": 400, "val_fraction": 0.2},
-            "train": {"epochs": 2, "batch_size": 32},
-            "students": [{"name": "s", "model": {"name": "mlp", "hidden": [16]}, "method": method}],
-        }
-    )
-    data = load_data(recipe.data)
-    spec = recipe.students[0]
-
-    def new_model(model_spec, owner, seed):
-        torch.manual_seed(seed)
-        return build_model(model_spec, data.input_shape, data.num_classes)
-
-    context = MethodContext(
-        student=new_model(spec.model, "student", 1),
-        teacher=None,
-        example_inputs=data.train.inputs[:8],
-        num_classes=data.num_classes,
-        build_model=new_model,
-        student_spec=spec.model,
-        seed=1,
-        data=data,
-        budget=BUDGET,
-    )
-    return build_method(spec.method, context), data
+    return learned_loss_method(method, samples=400, hidden=16, epochs=2, budget=BUDGET)
 
 
 class _SGD:
