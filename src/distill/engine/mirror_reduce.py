@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from distill.federated.mirror import inverse_mirror_map, mirror_map
+
 _TINY = torch.finfo(torch.float64).tiny
 
 
@@ -28,13 +30,11 @@ def power_mean_all_reduce(tensor: torch.Tensor, weight: float, degree: float) ->
     scale = values.abs()  # per coordinate: the largest magnitude over the ranks
     dist.all_reduce(scale, op=dist.ReduceOp.MAX)
     scale = scale.clamp_min(_TINY)
-    unit = values / scale
-    mirrored = weight * torch.sign(unit) * unit.abs() ** degree
+    mirrored = weight * mirror_map(values / scale, degree)
     total = torch.tensor([weight], dtype=torch.float64, device=tensor.device)
     dist.all_reduce(mirrored, op=dist.ReduceOp.SUM)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    mean = mirrored / total
-    tensor.copy_((torch.sign(mean) * mean.abs() ** (1.0 / degree) * scale).to(tensor.dtype))
+    tensor.copy_((inverse_mirror_map(mirrored / total, degree) * scale).to(tensor.dtype))
 
 
 class MirrorAverager:

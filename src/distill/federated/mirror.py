@@ -44,13 +44,21 @@ def power_mean(values: torch.Tensor, weights: torch.Tensor, degree: torch.Tensor
     # homogeneity, coordinate by coordinate: the powers of x / max_j |x_j| lie in [-1, 1] and
     # neither overflow (large p, large weights) nor vanish beside a larger coordinate
     scale = values.detach().abs().amax(dim=0).clamp_min(tiny)
-    unit = values / scale
-    mirrored = torch.sign(unit) * _safe_power(unit.abs(), degree)
-    mean = (share * mirrored).sum(dim=0)
-    return torch.sign(mean) * _safe_power(mean.abs(), 1.0 / degree) * scale
+    mean = (share * mirror_map(values / scale, degree)).sum(dim=0)
+    return inverse_mirror_map(mean, degree) * scale
 
 
-def _safe_power(magnitude: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+def mirror_map(values: torch.Tensor, degree: torch.Tensor | float) -> torch.Tensor:
+    """``φ_p(x) = sign(x)·|x|^p``, coordinate-wise (0 ↦ 0, with a finite derivative in ``p``)."""
+    return torch.sign(values) * _safe_power(values.abs(), degree)
+
+
+def inverse_mirror_map(values: torch.Tensor, degree: torch.Tensor | float) -> torch.Tensor:
+    """``φ_p⁻¹(y) = sign(y)·|y|^{1/p}``, coordinate-wise."""
+    return torch.sign(values) * _safe_power(values.abs(), 1.0 / degree)
+
+
+def _safe_power(magnitude: torch.Tensor, exponent: torch.Tensor | float) -> torch.Tensor:
     """``magnitude ** exponent`` with 0 ↦ 0 and a finite derivative in ``exponent`` there
     (``d/dp x^p = x^p·ln x`` is 0·(−∞) at 0)."""
     tiny = torch.finfo(magnitude.dtype).tiny
