@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -105,7 +104,3 @@ def write_board(
     atomic_write_bytes(folder / "board.md", board_markdown(rows, title).encode())
     plot_board(curves, folder / "board.png", title)
     return rows
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from distill.engine.checkpoint import atomic_torch_save
-from distill.errors import CheckpointError
+from distill.fed.loop import finished_summary, load_checkpoint
 from distill.federated.gossip import Gossip, GossipRecipe, GossipRound
 from distill.federated.local import accuracy, train_local
 from distill.report.plots import save_figure
@@ -49,10 +49,8 @@ def run_gossip(
     run = RunDirectory(path)
     run.open(recipe.model_dump(mode="json"), resume)
     try:
-        if run.summary_path.exists():
-            import json
-
-            stored: dict[str, Any] = json.loads(run.summary_path.read_text())
+        stored = finished_summary(run)
+        if stored is not None:
             return stored
         gossip = Gossip(recipe)
         reference = central_accuracy(gossip) if not (run.path / "central.pt").exists() else None
@@ -62,13 +60,8 @@ def run_gossip(
             reference = float(torch.load(run.path / "central.pt", weights_only=True)["accuracy"])
         start = 0
         checkpoint = run.path / "checkpoint.pt"
-        if checkpoint.exists():
-            try:
-                payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            except Exception as error:
-                raise CheckpointError(f"{checkpoint}: not a readable checkpoint ({error})") from None
-            if payload.get("format") != FORMAT:
-                raise CheckpointError(f"{checkpoint}: not a distill decentralized checkpoint")
+        payload = load_checkpoint(checkpoint, FORMAT, "decentralized")
+        if payload is not None:
             gossip.restore(payload)
             start = int(payload["rounds"])
         run.keep_metrics_until(RECORD_MODEL, start)

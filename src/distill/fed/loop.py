@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from distill.engine.checkpoint import atomic_torch_save
-from distill.errors import CheckpointError
+from distill.errors import CheckpointError, RunDirectoryError
 from distill.federated.server import Federation, RoundRecord, Transport
 from distill.federated.spec import FedRecipe
+from distill.files import read_json_object
 from distill.report.rundir import RunDirectory
 
 LOG = logging.getLogger("distill")
@@ -44,18 +45,29 @@ def save_round_checkpoint(run: RunDirectory, finished_rounds: int, federation: F
 
 
 def load_round_checkpoint(run: RunDirectory) -> dict[str, Any] | None:
-    """The last checkpoint, or ``None`` if the run has finished no round yet. Loaded with
-    ``weights_only``: tensors and plain containers only, never code."""
-    path = checkpoint_path(run)
+    """The last federated checkpoint, or ``None`` if the run has finished no round yet."""
+    return load_checkpoint(checkpoint_path(run), FORMAT, "federated")
+
+
+def load_checkpoint(path: Path, expected: str, what: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` written in format ``expected``, or ``None`` if there is none.
+    Loaded with ``weights_only``: tensors and plain containers only, never code."""
     if not path.exists():
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a damaged or foreign file
-        raise CheckpointError(f"{path}: not a readable federated checkpoint ({error})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a distill federated checkpoint (expected format {FORMAT})")
+        raise CheckpointError(f"{path}: not a readable {what} checkpoint ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != expected:
+        raise CheckpointError(f"{path}: not a distill {what} checkpoint (expected format {expected})")
     return payload
+
+
+def finished_summary(run: RunDirectory) -> dict[str, Any] | None:
+    """The summary of a run that has finished (``None`` while it has not)."""
+    if not run.summary_path.exists():
+        return None
+    return read_json_object(run.summary_path, "run summary", RunDirectoryError)
 
 
 def round_records(run: RunDirectory) -> list[dict[str, Any]]:

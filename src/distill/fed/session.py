@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.fed.board import plot_rounds
-from distill.fed.loop import round_records, run_rounds
+from distill.fed.loop import finished_summary, round_records, run_rounds
 from distill.federated.server import RoundRecord
 from distill.federated.setting import setting_for
 from distill.federated.spec import FedRecipe
@@ -43,11 +43,10 @@ def run_federation(
     setting_for(recipe)  # refuses a share too small for its clients, before anything starts
     run = open_run(recipe, path, resume)
     try:
-        if run.summary_path.exists():
-            from distill.fed.board import read_json
-
-            summary: dict[str, Any] = read_json(run.summary_path)
-            return summary
+        stored = finished_summary(run)
+        if stored is not None:
+            return stored
+        summary: dict[str, Any]
         if engine == "inprocess":
             from distill.federated.inprocess import InProcessTransport
 
