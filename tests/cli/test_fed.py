@@ -100,6 +100,14 @@ BAD = {
         "prototypes[0].clients",
     ),
     "unknown algorithm": ({"algorithm": "fedprox"}, "algorithm"),
+    "hyperprism averaging without a validation split": (
+        {
+            "data": {**TINY["data"], "val_fraction": 0.0},
+            "merge": {"lambdas": "fixed", "fixed": [[1.0, 1.0], [1.0, 1.0]]},
+            "averaging": {"rule": "hyperprism"},
+        },
+        "data.val_fraction: HyperPrism averaging trains its degrees on the validation split",
+    ),
     "public set as large as the data": ({"public_samples": 5000}, "public_samples: 5000 public examples"),
 }
 

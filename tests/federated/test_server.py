@@ -125,3 +125,10 @@ def test_hyperprism_averaging_records_degrees_and_resumes_exactly(tmp_path):
     resumed.restore(snapshot)
     resumed.run_round(1, InProcessTransport(recipe))
     assert _equal_states(straight.states, resumed.states)
+
+
+def test_runs_that_differ_only_in_algorithm_share_one_data_setting():
+    from distill.federated.setting import setting_for
+
+    assert setting_for(tiny_recipe(algorithm="fedavg")) is setting_for(tiny_recipe(algorithm="takfl"))
+    assert setting_for(tiny_recipe(seed=1)) is not setting_for(tiny_recipe(seed=0))

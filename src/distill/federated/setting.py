@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -62,9 +61,7 @@ def build_setting(recipe: FedRecipe) -> FederatedSetting:
     """Load the data and split it; a share too small for its clients is a :class:`RecipeError`
     naming ``prototypes[i].data_share``."""
     bundle = load_data(recipe.data)
-    no_validation = bundle.val is None or len(bundle.val) == 0
-    if no_validation and recipe.merge.lambdas != "fixed" and recipe.algorithm.startswith("takfl"):
-        raise RecipeError("data.val_fraction: TAKFL's λ selection needs a non-empty validation split")
+    check_validation(recipe, bundle)
     train_rows = len(bundle.train)
     if recipe.public_samples >= train_rows:
         raise RecipeError(
@@ -97,14 +94,36 @@ def build_setting(recipe: FedRecipe) -> FederatedSetting:
     return FederatedSetting(bundle, bundle.train.inputs[public_rows], shards)
 
 
-@lru_cache(maxsize=4)
-def _cached_setting(key: str, recipe_json: str) -> FederatedSetting:
-    return build_setting(FedRecipe.model_validate_json(recipe_json))
+def check_validation(recipe: FedRecipe, bundle: DataBundle) -> None:
+    """What the server scores on the validation split (TAKFL's λ, HyperPrism's degrees) needs one."""
+    if bundle.val is not None and len(bundle.val) > 0:
+        return
+    if recipe.algorithm.startswith("takfl") and recipe.merge.lambdas != "fixed":
+        raise RecipeError("data.val_fraction: TAKFL's λ selection needs a non-empty validation split")
+    if recipe.averaging.rule == "hyperprism":
+        raise RecipeError(
+            "data.val_fraction: HyperPrism averaging trains its degrees on the validation split"
+        )
+
+
+#: settings built in this process, by :func:`recipe_key` (oldest first); a few are kept
+_SETTINGS: dict[str, FederatedSetting] = {}
+_KEPT_SETTINGS = 4
 
 
 def setting_for(recipe: FedRecipe) -> FederatedSetting:
-    """:func:`build_setting`, cached per process (a client answers many messages)."""
-    return _cached_setting(recipe_key(recipe), recipe.model_dump_json())
+    """:func:`build_setting`, cached per process by :func:`recipe_key`: a client answers many
+    messages, and the runs of a board (algorithms × seeds) share the data of each seed."""
+    key = recipe_key(recipe)
+    setting = _SETTINGS.get(key)
+    if setting is None:
+        setting = build_setting(recipe)
+        _SETTINGS[key] = setting
+        while len(_SETTINGS) > _KEPT_SETTINGS:
+            del _SETTINGS[next(iter(_SETTINGS))]
+    else:
+        check_validation(recipe, setting.bundle)
+    return setting
 
 
 def build_prototype_model(recipe: FedRecipe, index: int, setting: FederatedSetting, seed: int) -> nn.Module:
