@@ -184,8 +184,10 @@ LAUNCHER = textwrap.dedent(
 MODELS = ("teacher", "scratch", "kd", "kd-cached")
 
 
-def torchrun(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+def torchrun(
+    *args: object, env: dict[str, str] | None = None, processes: int = 2
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [*command, *map(str, args)], capture_output=True, text=True, env=environment, timeout=240, check=False
@@ -302,3 +304,46 @@ def test_mirror_sync_of_degree_one_every_step_is_gradient_averaging(tmp_path):
     assert any(
         not torch.allclose(weights["power"][key], value, atol=1e-3) for key, value in weights["ddp"].items()
     )
+
+
+@pytest.mark.slow
+def test_bml_sync_trains_like_the_all_reduce_in_four_processes(tmp_path):
+    """``sync.rule: bml`` on BCube(2,1) (4 real processes) gives the metrics and weights of
+    PyTorch's all-reduce; a world size that is no BCube is refused with the sizes that fit."""
+    import yaml
+    from safetensors.torch import load_file
+
+    base = tiny_recipe(teacher=None, students=[{"name": "scratch", "model": {"name": "mlp", "hidden": [32]}}])
+    base["train"] = {"epochs": 2, "batch_size": 32}
+    weights, metrics = {}, {}
+    for label, sync in [("allreduce", {"rule": "gradients"}), ("bml", {"rule": "bml", "ports": 2})]:
+        path = tmp_path / f"{label}.yaml"
+        path.write_text(yaml.safe_dump(dict(base, train=dict(base["train"], sync=sync))))
+        completed = torchrun(
+            "-m", "distill", "run", path, "--output-dir", tmp_path / label, "--quiet", processes=4
+        )
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        weights[label] = load_file(str(tmp_path / label / "scratch" / "last.safetensors"))
+        metrics[label] = [
+            {key: value for key, value in record.items() if "second" not in key and key != "time"}
+            for record in records(tmp_path / label / "metrics.jsonl")
+        ]
+    for key, value in weights["allreduce"].items():
+        torch.testing.assert_close(weights["bml"][key], value, rtol=1e-5, atol=1e-6)
+    assert len(metrics["bml"]) == len(metrics["allreduce"]) > 0
+    for ours, theirs in zip(metrics["bml"], metrics["allreduce"], strict=True):
+        assert ours.keys() == theirs.keys()
+        for key, value in theirs.items():
+            if isinstance(value, float):
+                assert ours[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+            else:
+                assert ours[key] == value, key
+
+    path = tmp_path / "bml.yaml"
+    refused = torchrun("-m", "distill", "run", path, "--output-dir", tmp_path / "two", "--quiet")
+    assert refused.returncode != 0  # torchrun exits 1 when its ranks exit 2
+    assert "exitcode  : 2" in refused.stderr
+    assert "train.sync: BML on BCube(2, k) needs 2^(k+1) processes with k ≥ 1 (4, 8, 16, 32, …)" in (
+        refused.stderr
+    )
+    assert "this run has 2" in refused.stderr

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -35,6 +35,7 @@ from distill.data.augment import AugmentPlan, AugmentSpec, apply_plan, draw_plan
 from distill.data.bundle import DataBundle
 from distill.data.loader import epoch_seed, train_batches
 from distill.engine import distributed
+from distill.engine.bml import register_bml
 from distill.engine.checkpoint import atomic_torch_save, save_checkpoint
 from distill.engine.metrics import evaluate
 from distill.engine.mirror_reduce import MirrorAverager
@@ -47,16 +48,31 @@ from distill.schema import BatchSize, Epochs, Section
 class SyncSpec(Section):
     """How ranks stay in agreement under ``torchrun`` (ignored in one process).
 
-    ``gradients`` (default): ``DistributedDataParallel`` averages gradients every step.
+    ``gradients`` (default): ``DistributedDataParallel`` averages gradients every step with
+    PyTorch's all-reduce.
+    ``bml``: the same average by BML's schedule on BCube(``ports``, k) (Wang et al., NeurIPS
+    2018), a DDP communication hook over one process group per BCube level; the run needs
+    ``ports^(k+1)`` processes, k ≥ 1 (see :mod:`distill.engine.bml`).
     ``mirror``: local SGD — each rank steps on its own — and after every ``period`` optimizer
     steps (and at every epoch end) each parameter and buffer becomes its weighted power mean of
     degree ``degree`` over the ranks (AIMS / HyperPrism aggregation; degree 1 is plain model
     averaging; see :mod:`distill.engine.mirror_reduce`).
     """
 
-    rule: Literal["gradients", "mirror"] = "gradients"
+    rule: Literal["gradients", "bml", "mirror"] = "gradients"
+    ports: int = Field(default=2, ge=2, le=1024)
     degree: float = Field(default=1.0, ge=1.0, le=64.0)
     period: int = Field(default=4, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _options_belong_to_their_rule(self) -> SyncSpec:
+        owners = {"ports": "bml", "degree": "mirror", "period": "mirror"}
+        stray = sorted(key for key in self.model_fields_set if key in owners and owners[key] != self.rule)
+        if stray:
+            raise ValueError(
+                ", ".join(f"{key} applies to rule: {owners[key]}" for key in stray) + f", not {self.rule}"
+            )
+        return self
 
 
 class TrainSpec(Section):
@@ -218,7 +234,12 @@ class Trainer:
                     f"in turn ({', '.join(self.parameter_groups)}), which data-parallel training "
                     "cannot synchronize; run it on one process"
                 )
-            self.training_module = DistributedDataParallel(self.method, device_ids=None)
+            self.training_module = ddp = DistributedDataParallel(self.method, device_ids=None)
+            if spec.sync.rule == "bml":
+                try:
+                    register_bml(ddp, spec.sync.ports, device.type)
+                except ValueError as error:
+                    raise DistillError(f"{model_name}: train.sync: {error}") from None
         self.optimizers = {
             group: build_optimizer(spec.optimizer, parameters)
             for group, parameters in self.parameter_groups.items()
