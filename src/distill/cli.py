@@ -188,7 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     bench = commands.add_parser(
-        "bench", help="time scratch, live-teacher KD, cached KD and a hand-written loop side by side"
+        "bench",
+        help="time scratch, live-teacher KD, cached KD and a hand-written loop side by side; "
+        "`bench comm`: BML vs PS vs ring gradient-synchronization model, and BML's measured overhead",
+    )
+    bench.add_argument(
+        "suite",
+        nargs="?",
+        choices=("speed", "comm"),
+        default="speed",
+        help="speed (default): training speed and cache fidelity; comm: gradient synchronization",
     )
     sizes = bench.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="small sizes, under about 2 minutes")
@@ -203,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     bench.add_argument("--output-dir", type=Path, default=None, help="where bench.json/.md go")
+    comm = bench.add_argument_group("comm", "options of `distill bench comm`")
+    comm.add_argument("--bandwidth-gbps", type=float, default=10.0, help="link bandwidth (default 10)")
+    comm.add_argument("--latency-us", type=float, default=5.0, help="per-message latency (default 5)")
+    comm.add_argument("--model-only", action="store_true", help="only the analytic model; start no processes")
 
     summarize = commands.add_parser(
         "summarize", help="mean ± std of test accuracy over finished runs (e.g. several seeds)"
@@ -723,6 +736,8 @@ def command_bench(args: argparse.Namespace, console: Console) -> int:
 
     if args.repeats is not None and args.repeats < 1:
         raise DistillError(f"--repeats must be a positive integer, got {args.repeats}")
+    if args.suite == "comm":
+        return _bench_comm(args, console)
     output_dir = args.output_dir or Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     scale = "quick" if args.quick else "tiny" if args.tiny else "full"
     console.print(f"benchmarking ({scale}) → {output_dir}", highlight=False)
@@ -730,6 +745,34 @@ def command_bench(args: argparse.Namespace, console: Console) -> int:
     json_path, markdown_path = write_report(result, output_dir)
     console.print(markdown_report(result), highlight=False, markup=False)
     console.print(f"wrote {json_path} and {markdown_path}", highlight=False)
+    return 0
+
+
+def _bench_comm(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from distill.bench.comm import Network
+    from distill.bench.comm_report import MEASURED, comm_markdown, run_comm, write_comm_report
+
+    try:
+        network = Network(args.bandwidth_gbps, args.latency_us)
+    except ValueError as error:
+        raise DistillError(f"--bandwidth-gbps/--latency-us: {error}") from None
+    output_dir = args.output_dir or Path("runs") / f"comm-{time.strftime('%Y%m%d-%H%M%S')}"
+    repeats = args.repeats or (2 if args.tiny else 5 if args.quick else 20)
+    layouts = MEASURED[:1] if args.tiny else MEASURED
+    console.print(f"gradient-synchronization model and measurement → {output_dir}", highlight=False)
+    result = run_comm(
+        network,
+        measure=not args.model_only,
+        repeats=repeats,
+        layouts=layouts,
+        max_servers=256 if args.tiny else 4096,
+        on_progress=lambda line: console.print(line, highlight=False, markup=False),
+    )
+    paths = write_comm_report(result, output_dir)
+    console.print(comm_markdown(result), highlight=False, markup=False)
+    console.print("wrote " + ", ".join(str(path) for path in paths), highlight=False)
     return 0
 
 

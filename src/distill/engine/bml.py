@@ -6,7 +6,7 @@ dimension ``k−l`` is level ``l``, so a level-0 group is ``n`` consecutive rank
 ``reduce_scatter_single`` per slice at each aggregation step and an ``all_gather_single`` per
 slice at each broadcast step. The ``k+1`` slices of a step are issued together (``async_op``) on
 their ``k+1`` different level groups and waited for together, which is what lets BML keep every
-NIC of a BCube server busy; on one machine (gloo over shared memory) it shows only the
+NIC of a BCube server busy; on one machine (gloo over the loopback interface) it shows only the
 schedule's overhead, never BCube's network benefit — see :mod:`distill.bench.comm`.
 
 The hook averages (divides by the world size first, as PyTorch's ``allreduce_hook`` does) and
