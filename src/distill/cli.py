@@ -708,6 +708,7 @@ def command_list(args: argparse.Namespace, console: Console) -> int:
     from distill.losses import LOSSES
     from distill.losses.distiller import DISTANCES, TRANSFORMS
     from distill.methods import METHODS
+    from distill.methods.terms import TERMS
     from distill.models import MODELS
     from distill.registry import Registry
 
@@ -716,6 +717,7 @@ def command_list(args: argparse.Namespace, console: Console) -> int:
         ("models", MODELS),
         ("methods", METHODS),
         ("losses", LOSSES),
+        ("loss terms (method kd's terms:)", TERMS),
         ("distiller transforms (distill search)", TRANSFORMS),
         ("distiller distances (distill search)", DISTANCES),
     ]

@@ -83,6 +83,13 @@ class StudentSpec(Section):
                 f"teacher_cache: method '{self.method.name}' cannot use a teacher-output cache "
                 "(it needs no teacher, or it changes the teacher while training)"
             )
+        if self.teacher_cache is not None and self.teacher_cache.top_k is not None:
+            needing = self.method.terms_needing_full_distribution()
+            if needing:
+                raise ValueError(
+                    f"teacher_cache.top_k: {', '.join(needing)} need(s) the teacher's whole class "
+                    "distribution, which a top-k cache does not keep; drop top_k"
+                )
         return self
 
 

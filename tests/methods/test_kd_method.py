@@ -72,12 +72,12 @@ def test_feature_pairs_with_hint_regressor_and_attention_transfer():
         ]
     )
     method = build_method(spec, context(student, teacher, inputs))
-    assert "regressors.0.net.0.weight" in method.state_dict()  # the hint regressor is trained
+    assert "terms.2.regressor.net.0.weight" in method.state_dict()  # the hint regressor is trained
     method.train()
     terms = method.step(Batch(inputs, torch.arange(6) % 5, torch.arange(6), 5))
     assert set(terms) == {"ce", "kd", "hint:layer2", "attention:layer3"}
     sum(terms.values()).backward()
-    assert method.regressors["0"].net[0].weight.grad is not None
+    assert method.terms[2].regressor.net[0].weight.grad is not None
     # the attention term is exactly the loss function on the tapped features
     student.eval()
     teacher.eval()

@@ -187,6 +187,11 @@ class TeacherOutputCache:
         return self.path / "meta.json"
 
     @property
+    def temperature(self) -> float:
+        """The temperature the stored log-probabilities are softened at."""
+        return self.key.temperature
+
+    @property
     def sparse(self) -> bool:
         return self.stored_classes < self.key.num_classes
 

@@ -46,6 +46,11 @@ class MethodSpec(Section):
         """Teacher modules whose outputs a teacher-output cache must store for this method."""
         return []
 
+    def terms_needing_full_distribution(self) -> list[str]:
+        """The method's loss terms that need the teacher's whole class distribution, which a
+        top-k teacher-output cache cannot give."""
+        return []
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -241,6 +246,26 @@ class TeacherOutput:
     #: place of ``log_probs`` (the form :func:`distill.losses.kd_loss_from_probs` takes)
     probs: torch.Tensor | None = None
     sum_p_log_p: torch.Tensor | None = None
+    #: the temperature a cache's log-probabilities / probabilities are softened at
+    temperature: float = 1.0
+
+    def logits_up_to_shift(self) -> torch.Tensor:
+        """The teacher's logits, or — from a cache of the whole distribution at temperature
+        ``T`` — ``T · log_probs``, which differs from the logits by one constant per sample
+        (the log-partition). Every softmax at any temperature, and every per-sample
+        standardization, is blind to that constant, so logit losses get exact values. A top-k
+        cache keeps only k classes: it cannot give them (a ``ValueError``)."""
+        if self.logits is not None:
+            return self.logits
+        if self.top_classes is not None:
+            raise ValueError(
+                "a top-k teacher-output cache keeps only the k largest classes; this loss term "
+                "needs the teacher's whole distribution (drop teacher_cache.top_k)"
+            )
+        if self.log_probs is not None:
+            return self.temperature * self.log_probs
+        assert self.probs is not None, "a teacher output holds logits, log-probabilities or probabilities"
+        return self.temperature * self.probs.clamp_min(torch.finfo(self.probs.dtype).tiny).log()
 
     def kd_loss(self, student_logits: torch.Tensor, temperature: float, weight: float = 1.0) -> torch.Tensor:
         """``weight · T² · KL(teacher ‖ student)`` at temperature ``T`` (Hinton et al. 2015),
@@ -312,6 +337,8 @@ class TeacherOutputStore(Protocol):
 
     batch_size: int
     hits: int
+    #: the temperature the stored log-probabilities are softened at
+    temperature: float
 
     def is_filled(self, draw: int) -> bool: ...
 
@@ -352,9 +379,12 @@ class CachedTeacher:
     read of the batch's rows from the memory-mapped files.
     """
 
-    def __init__(self, live: FrozenTeacher, cache: TeacherOutputStore) -> None:
+    def __init__(self, live: FrozenTeacher, cache: TeacherOutputStore, keep_log_probs: bool = False) -> None:
         self.live = live
         self.cache = cache
+        #: also hand each batch the log-probabilities (for losses that need logits up to a shift)
+        self.keep_log_probs = keep_log_probs
+        self._draw_log_probs: torch.Tensor | None = None
         self._draw: int | None = None
         # the epoch's draw in memory: full distributions as (probs, Σ q log q per sample),
         # top-k ones as (log-probs, classes); a batch is then one or two row gathers
@@ -370,12 +400,14 @@ class CachedTeacher:
         if self._draw == epoch.draw:
             return
         self._draw, self._draw_outputs, self._draw_features = epoch.draw, None, {}
+        self._draw_log_probs = None
         if self.cache.draw_bytes_in_memory() > RESIDENT_DRAW_BYTES:
             return  # too large to hold: batches read their rows from the files
         values, classes = self.cache.draw_outputs(epoch.draw, epoch.device)
         if classes is None:
             probs = values.exp()
             self._draw_outputs = (probs, (probs * values).sum(dim=1))
+            self._draw_log_probs = values if self.keep_log_probs else None
         else:
             self._draw_outputs = (values, classes)
         self._draw_features = self.cache.draw_features(epoch.draw, epoch.device)
@@ -390,9 +422,15 @@ class CachedTeacher:
             rows = batch.indices.to(first.device)
             first, second = first.index_select(0, rows), second.index_select(0, rows)
             features = {name: value.index_select(0, rows) for name, value in self._draw_features.items()}
+            temperature = self.cache.temperature
             if self._draw_is_top_k:
-                return TeacherOutput(None, features, first, second)
-            return TeacherOutput(None, features, probs=first, sum_p_log_p=second)
+                return TeacherOutput(None, features, first, second, temperature=temperature)
+            log_probs = None
+            if self._draw_log_probs is not None:
+                log_probs = self._draw_log_probs.index_select(0, rows)
+            return TeacherOutput(
+                None, features, log_probs, probs=first, sum_p_log_p=second, temperature=temperature
+            )
         log_probs, top_classes = self.cache.outputs(batch.draw, batch.indices, inputs.device)
         features = self.cache.features(batch.draw, batch.indices, inputs.device)
-        return TeacherOutput(None, features, log_probs, top_classes)
+        return TeacherOutput(None, features, log_probs, top_classes, temperature=self.cache.temperature)

@@ -35,7 +35,7 @@ from torch import nn
 from distill.errors import DistillError
 from distill.losses.attention import AttentionScale
 from distill.methods.base import Method, MethodSpec
-from distill.methods.kd import FeaturePairSpec, KnowledgeDistillation
+from distill.methods.kd import FeaturePairSpec, KDSpec, KnowledgeDistillation
 from distill.methods.registry import METHODS, MethodContext
 from distill.models.branches import model_stages
 from distill.models.taps import FeatureTaps, first_convolution
@@ -106,13 +106,12 @@ def build_moonshine(spec: MoonshineSpec, context: MethodContext) -> Method:
         )
         for name in layers
     ]
+    terms = KDSpec(temperature=spec.temperature, kd_weight=spec.kd_weight, ce_weight=1.0, features=pairs)
     return KnowledgeDistillation(
         context.student,
         context.teacher,
-        spec.temperature,
-        spec.kd_weight,
-        1.0,
-        pairs,
+        terms.located_terms(),
         context.example_inputs,
+        context.num_classes,
         owner=context.owner,
     )
