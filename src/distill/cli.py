@@ -449,7 +449,6 @@ def command_compare(args: argparse.Namespace, console: Console) -> int:
     _log_to(Console(stderr=True), logging.WARNING if args.quiet else logging.INFO)
     if args.seeds < 1:
         raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
-    methods = parse_methods(args.methods)
     if args.sweep and args.tune:
         raise DistillError(
             "--tune and --sweep cannot be combined: --sweep reports every value, --tune one value per "
@@ -458,6 +457,7 @@ def command_compare(args: argparse.Namespace, console: Console) -> int:
     sweep = parse_sweep(args.sweep) if args.sweep else None
     tune = parse_tune(args.tune) if args.tune else None
     recipe, path = load_recipe(args.recipe, args.overrides)
+    methods = parse_methods(args.methods, tuple(student.name for student in recipe.students))
     suffix = f"-sweep-{sweep[0]}" if sweep else f"-tune-{tune[0]}" if tune else "-compare"
     output_dir = args.output_dir or Path("runs") / f"{recipe.name}{suffix}"
     comparison = Comparison(recipe, methods, args.seeds, output_dir)

@@ -53,17 +53,26 @@ class Comparison:
         return self.output_dir / f"seed-{seed}"
 
 
-def parse_methods(text: str) -> tuple[str, ...]:
-    """``"scratch,kd"`` → ``("scratch", "kd")``; unknown or repeated names are errors."""
-    methods = tuple(name.strip() for name in text.split(",") if name.strip())
-    if not methods:
+#: ``--methods students``: the recipe's own students, each as the recipe configures it.
+RECIPE_STUDENTS = "students"
+
+
+def parse_methods(text: str, student_names: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``"scratch,kd"`` → ``("scratch", "kd")``: method names, or names of the recipe's students
+    (``student_names``; ``students`` stands for all of them); unknown or repeated names are
+    errors."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if names == (RECIPE_STUDENTS,):
+        names = student_names
+    if not names:
         raise RecipeError("--methods: give at least one method, e.g. --methods scratch,kd")
-    for name in methods:
-        if name not in METHODS.names():
-            raise RecipeError("--methods: " + unknown_name_message("method", name, METHODS.names()))
-    if len(set(methods)) != len(methods):
-        raise RecipeError(f"--methods: a method is listed twice: {','.join(methods)}")
-    return methods
+    allowed = sorted({*METHODS.names(), *student_names})
+    for name in names:
+        if name not in allowed:
+            raise RecipeError("--methods: " + unknown_name_message("method", name, allowed))
+    if len(set(names)) != len(names):
+        raise RecipeError(f"--methods: a method is listed twice: {','.join(names)}")
+    return names
 
 
 def comparison_recipe(recipe: Recipe, methods: tuple[str, ...], seed: int) -> Recipe:
@@ -71,7 +80,17 @@ def comparison_recipe(recipe: Recipe, methods: tuple[str, ...], seed: int) -> Re
     base = recipe.students[0]
     payload = recipe.model_dump(mode="json")
     students = []
+    uses_teacher = False
     for method in methods:
+        own = next((student for student in recipe.students if student.name == method), None)
+        if own is not None:  # one of the recipe's students, exactly as the recipe has it
+            student_payload = own.model_dump(mode="json")
+            student_payload["train"] = recipe.train_of(own).model_dump(mode="json")
+            students.append(student_payload)
+            uses_teacher = uses_teacher or own.method.uses_teacher
+            continue
+        # every METHODS entry is configured by a MethodSpec subclass (the registry types it as `type`)
+        uses_teacher = uses_teacher or cast("type[MethodSpec]", METHODS.get(method).spec).uses_teacher
         template = next((student for student in recipe.students if student.method.name == method), None)
         student: dict[str, Any] = {
             "name": method,
@@ -83,9 +102,13 @@ def comparison_recipe(recipe: Recipe, methods: tuple[str, ...], seed: int) -> Re
             student["teacher_cache"] = template.teacher_cache.model_dump(mode="json")
         students.append(student)
     payload.update(seed=seed, students=students, name=f"{recipe.name}-compare")
-    # every METHODS entry is configured by a MethodSpec subclass (the registry types it as `type`)
-    if not any(cast("type[MethodSpec]", METHODS.get(method).spec).uses_teacher for method in methods):
+    if not uses_teacher:
         payload["teacher"] = None
+    if payload.get("reference") is not None:  # keep the published numbers of the rows compared
+        rows = {*methods, *([payload["teacher"]["name"]] if payload.get("teacher") else [])}
+        published = payload["reference"]["accuracy"]
+        accuracy = {name: value for name, value in published.items() if name in rows}
+        payload["reference"] = dict(payload["reference"], accuracy=accuracy) if accuracy else None
     return validate_recipe(payload, f"compare ({recipe.name}, methods {','.join(methods)})")
 
 
@@ -105,6 +128,8 @@ def run_comparison(
     leaderboard = build_leaderboard(
         run_dirs, comparison.recipe.name, comparison.methods, comparison.recipe.students[0].model
     )
+    if comparison.recipe.reference is not None:
+        leaderboard.reference = comparison.recipe.reference.model_dump(mode="json")
     leaderboard.write(comparison.output_dir)
     return leaderboard
 

@@ -93,6 +93,15 @@ class StudentSpec(Section):
         return self
 
 
+class ReferenceSpec(Section):
+    """Published test accuracies (%) the recipe's students are meant to be read against, by
+    student name, and where they come from; ``distill compare`` prints them beside the
+    measured ones."""
+
+    source: str = Field(min_length=1)
+    accuracy: dict[str, float] = Field(min_length=1)
+
+
 class Recipe(Section):
     """A complete, validated recipe."""
 
@@ -104,6 +113,7 @@ class Recipe(Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     teacher: TeacherSpec | None = None
     students: list[StudentSpec] = Field(min_length=1)
+    reference: ReferenceSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -145,6 +155,14 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         names = {student.name for student in self.students}
+        if self.reference is not None:
+            known = names | ({self.teacher.name} if self.teacher is not None else set())
+            unknown = sorted(set(self.reference.accuracy) - known)
+            if unknown:
+                raise ValueError(
+                    f"reference.accuracy: {', '.join(unknown)} is not a student or the teacher of "
+                    f"this recipe ({', '.join(sorted(known))})"
+                )
         if self.teacher is not None and self.teacher.name in names:
             raise ValueError(f"teacher and a student are both named '{self.teacher.name}'")
         data_spec: DataSpec = self.data

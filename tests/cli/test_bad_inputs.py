@@ -63,7 +63,8 @@ CASES = {
     ),
     "unknown dataset": (
         lambda f: tiny_recipe(data={"name": "cifar"}),
-        "data: unknown dataset 'cifar'; allowed: csv, digits, fashion-mnist, mnist1d, npz, synthetic",
+        "data: unknown dataset 'cifar' (did you mean 'cifar100'?); "
+        "allowed: cifar100, csv, digits, fashion-mnist, mnist1d, npz, synthetic",
     ),
     "unknown method": (
         lambda f: with_student(tiny_recipe(), method={"name": "teleport"}),

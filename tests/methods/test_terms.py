@@ -270,3 +270,12 @@ def test_the_kd_zero_distiller_is_a_term_of_the_same_registry(data, teacher):
     recipe["students"][1]["method"]["terms"][0]["terms"][0]["knowledge"] = "f0"
     with pytest.raises(RecipeError, match=r"terms\[0\]\.knowledge: 'f0' is not"):
         validate_recipe(recipe)
+
+
+def test_a_resolved_recipe_with_terms_validates_again():
+    """The run directory's recipe (every field written out) is read back unchanged."""
+    recipe = tiny_recipe()
+    recipe["students"][1]["method"] = {"name": "kd", "terms": [{"name": "ce"}, {"name": "dkd"}]}
+    once = validate_recipe(recipe)
+    again = validate_recipe(once.model_dump(mode="json"))
+    assert again == once

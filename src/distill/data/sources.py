@@ -333,3 +333,4 @@ def load_data(spec: DataSpec) -> DataBundle:
 
 
 from distill.data import fashion_mnist  # noqa: E402, F401  (registers "fashion-mnist"; it imports this module)
+from distill.data.cifar100 import load_cifar100  # noqa: E402, F401  (registers "cifar100"; it imports this)

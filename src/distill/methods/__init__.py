@@ -1,6 +1,8 @@
 """Training methods: each defines one step that turns a batch into named loss terms."""
 
 from distill.methods import (  # noqa: F401  (registration side effects)
+    crd,
+    ctkd,
     distiller,
     dml,
     kd,
@@ -9,6 +11,7 @@ from distill.methods import (  # noqa: F401  (registration side effects)
     moonshine,
     one,
     pseudo,
+    reviewkd,
     scratch,
     skd,
     slam,

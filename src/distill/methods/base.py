@@ -337,8 +337,11 @@ class TeacherOutputStore(Protocol):
 
     batch_size: int
     hits: int
-    #: the temperature the stored log-probabilities are softened at
-    temperature: float
+
+    @property
+    def temperature(self) -> float:
+        """The temperature the stored log-probabilities are softened at."""
+        ...
 
     def is_filled(self, draw: int) -> bool: ...
 

@@ -90,6 +90,8 @@ class Leaderboard:
     tuned_key: str | None = None
     tuned_values: list[str] = field(default_factory=list)
     chosen: dict[str, str] = field(default_factory=dict)
+    #: published accuracies (%) by row name, with their ``source`` (a recipe's ``reference``)
+    reference: dict[str, Any] | None = None
 
     @property
     def baseline(self) -> float | None:
@@ -110,6 +112,7 @@ class Leaderboard:
             "student": self.student,
             "data": self.data,
             **tuned,
+            **({"reference": self.reference} if self.reference else {}),
             "rows": rows,
         }
 
@@ -128,6 +131,11 @@ class Leaderboard:
             )
             header = header.replace("| method |", f"| method | `{self.tuned_key}` | val acc (%) |", 1)
             rule = "|---|---|---:|---:|" + rule[len("|---|---|") :]
+        published = (self.reference or {}).get("accuracy", {})
+        if published:
+            header = header.replace("| vs scratch (pts) |", "| published (%) | vs scratch (pts) |", 1)
+            rule = rule.replace("|---:|---:|---|", "|---:|---:|---:|---|", 1)
+            what += f" Published: {self.reference['source']}."  # type: ignore[index]
         lines = [
             f"# {self.recipe}: {', '.join(self.methods)} over seeds {', '.join(map(str, self.seeds))}",
             "",
@@ -143,8 +151,11 @@ class Leaderboard:
             chosen = ""
             if tuned:
                 chosen = f"{self.chosen.get(row.name, '')} | {_val_spread(row)} | "
+            paper = ""
+            if published:
+                paper = f"{published[row.name]:.2f} | " if row.name in published else "— | "
             lines.append(
-                f"| {row.name} | {row.method} | {chosen}{row.spread} | {gain} | "
+                f"| {row.name} | {row.method} | {chosen}{row.spread} | {paper}{gain} | "
                 f"{per_seed} | {row.params:,} | {statistics.fmean(row.seconds):.1f} |"
             )
         return "\n".join(lines) + "\n"
