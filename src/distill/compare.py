@@ -128,8 +128,8 @@ def run_comparison(
     leaderboard = build_leaderboard(
         run_dirs, comparison.recipe.name, comparison.methods, comparison.recipe.students[0].model
     )
-    if comparison.recipe.reference is not None:
-        leaderboard.reference = comparison.recipe.reference.model_dump(mode="json")
+    if recipe.reference is not None:  # the published numbers of the rows compared
+        leaderboard.reference = recipe.reference.model_dump(mode="json")
     leaderboard.write(comparison.output_dir)
     return leaderboard
 

@@ -86,6 +86,7 @@ class TrainSpec(Section):
     ``report``: ``last`` reports the final epoch; ``best`` the epoch with the highest
     *validation* accuracy (never selected on the test set). ``channels_last`` stores image
     batches and convolution weights in NHWC order (faster convolutions on many CPUs and GPUs).
+    ``precision: bfloat16`` trains under bf16 autocast (see the field).
     ``batch_size`` is per process under data parallelism (``torchrun``): each step then sees
     ``batch_size × processes`` samples.
     """
@@ -98,6 +99,9 @@ class TrainSpec(Section):
     report: Literal["last", "best"] = "last"
     grad_clip: float | None = Field(default=None, gt=0.0)
     channels_last: bool = False
+    #: ``bfloat16``: the training forward (and the loss) under bf16 autocast, weights and
+    #: gradients in float32 — faster on GPUs with bf16 tensor cores; evaluation stays float32
+    precision: Literal["float32", "bfloat16"] = "float32"
     sync: SyncSpec = Field(default_factory=SyncSpec)
 
 
@@ -154,6 +158,11 @@ class _State:
     seconds: float = 0.0
 
 
+def _float32_output(module: nn.Module, inputs: Any, output: Any) -> Any:
+    """A forward hook: a floating-point tensor output (a model's logits) as float32."""
+    return output.float() if isinstance(output, torch.Tensor) and output.is_floating_point() else output
+
+
 class _Update:
     """The trainer's side of :class:`~distill.methods.base.Update`."""
 
@@ -161,7 +170,11 @@ class _Update:
         self.trainer = trainer
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return self.trainer.training_module(batch)  # Method.forward runs step(batch)
+        trainer = self.trainer
+        bf16 = trainer.spec.precision == "bfloat16"
+        with torch.autocast(trainer.device.type, torch.bfloat16, enabled=bf16):
+            terms = trainer.training_module(batch)  # Method.forward runs step(batch)
+        return {name: value.float() for name, value in terms.items()} if bf16 else terms
 
     def minimize(self, loss: torch.Tensor, group: str = "") -> None:
         trainer = self.trainer
@@ -245,6 +258,9 @@ class Trainer:
                     register_bml(ddp, spec.sync.ports, device.type)
                 except ValueError as error:
                     raise DistillError(f"{model_name}: train.sync: {error}") from None
+        if spec.precision == "bfloat16":  # losses see float32 logits, whatever the forward ran in
+            for model in method.evaluated_models().values():
+                model.register_forward_hook(_float32_output)
         self.optimizers = {
             group: build_optimizer(spec.optimizer, parameters)
             for group, parameters in self.parameter_groups.items()
