@@ -54,8 +54,8 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
-from distill.data.bundle import DataBundle, Split, validated_split
-from distill.data.fashion_mnist import stratified_subset
+from distill.data.bundle import DataBundle
+from distill.data.fashion_mnist import image_split
 from distill.data.sources import DATASETS, DataSpec, _finish, cache_dir
 from distill.errors import DataError
 from distill.schema import FilePath, SampleCount
@@ -106,9 +106,6 @@ EXPECTED = "a CIFAR-100 python batch (a pickled dict with 'data', 'fine_labels' 
 _DATA_EXPECTED = (
     f"expected uint8 images shaped (N, {PIXELS_PER_IMAGE}): 1024 red, 1024 green, 1024 blue values each"
 )
-
-#: second word of the subset's random seed, so train and test subsets are drawn independently
-_STREAMS = {"train": 0, "test": 1}
 
 
 class CIFAR100Spec(DataSpec):
@@ -492,22 +489,6 @@ def read_cifar100(
 # --------------------------------------------------------------------------- the data source
 
 
-def _to_split(
-    images: np.ndarray, labels: np.ndarray, keep: SampleCount | None, seed: int, part: str, source: Path
-) -> Split:
-    if keep is not None:
-        if keep > len(labels):
-            raise DataError(
-                f"cifar100: {part}_samples is {keep}, but {source} holds only {len(labels)} "
-                f"{part} examples; expected at most {len(labels)}"
-            )
-        rows = stratified_subset(labels, keep, (seed, _STREAMS[part]))
-        images, labels = images[rows], labels[rows]
-    inputs = images.astype(np.float32)
-    inputs /= 255.0
-    return validated_split(inputs, labels, f"cifar100 {part} ({source})")
-
-
 @DATASETS.register_factory(
     "cifar100",
     "CIFAR-100 32×32 colour images (50k train / 10k test, 100 or 20 classes) from the python pickles",
@@ -516,6 +497,6 @@ def load_cifar100(spec: CIFAR100Spec) -> DataBundle:
     """Read CIFAR-100 from the folder ``spec`` names and split it (:class:`CIFAR100Spec`)."""
     directory, origin = cifar100_directory(spec.path)
     parts = read_cifar100(directory, origin, spec.labels)
-    train = _to_split(*parts["train"], spec.train_samples, spec.split_seed, "train", directory)
-    test = _to_split(*parts["test"], spec.test_samples, spec.split_seed, "test", directory)
+    train = image_split("cifar100", *parts["train"], spec.train_samples, spec.split_seed, "train", directory)
+    test = image_split("cifar100", *parts["test"], spec.test_samples, spec.split_seed, "test", directory)
     return _finish("cifar100", train, test, spec, num_classes=NUM_CLASSES[spec.labels], source=str(directory))

@@ -160,20 +160,30 @@ def stratified_subset(labels: np.ndarray, count: int, seed: int | tuple[int, ...
     return np.sort(np.concatenate(chosen))
 
 
-def _to_split(
-    images: np.ndarray, labels: np.ndarray, keep: SampleCount | None, seed: int, part: str, source: Path
+def image_split(
+    source_name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    keep: SampleCount | None,
+    seed: int,
+    part: str,
+    source: Path,
 ) -> Split:
+    """``part`` (``train`` or ``test``) of an image data set as a split: uint8 ``images`` of shape
+    ``(N, C, H, W)`` scaled to [0, 1], keeping a class-stratified subset of ``keep`` of them
+    (seeded by ``seed`` and the part) when ``keep`` is given. Errors name ``source_name`` and
+    the ``source`` folder."""
     if keep is not None:
         if keep > len(labels):
             raise DataError(
-                f"fashion-mnist: {part}_samples is {keep}, but {source} holds only {len(labels)} "
+                f"{source_name}: {part}_samples is {keep}, but {source} holds only {len(labels)} "
                 f"{part} examples; expected at most {len(labels)}"
             )
         rows = stratified_subset(labels, keep, (seed, _STREAMS[part]))
         images, labels = images[rows], labels[rows]
-    inputs = images.astype(np.float32)[:, None, :, :]
+    inputs = images.astype(np.float32)
     inputs /= 255.0
-    return validated_split(inputs, labels, f"fashion-mnist {part} ({source})")
+    return validated_split(inputs, labels, f"{source_name} {part} ({source})")
 
 
 @DATASETS.register_factory(
@@ -184,6 +194,12 @@ def load_fashion_mnist(spec: FashionMNISTSpec) -> DataBundle:
     """Read Fashion-MNIST from the folder ``spec`` names and split it (:class:`FashionMNISTSpec`)."""
     directory, origin = fashion_mnist_directory(spec.path)
     parts = read_fashion_mnist(directory, origin)
-    train = _to_split(*parts["train"], spec.train_samples, spec.split_seed, "train", directory)
-    test = _to_split(*parts["test"], spec.test_samples, spec.split_seed, "test", directory)
+    splits = {
+        part: image_split("fashion-mnist", images[:, None], labels, keep, spec.split_seed, part, directory)
+        for part, (images, labels), keep in (
+            ("train", parts["train"], spec.train_samples),
+            ("test", parts["test"], spec.test_samples),
+        )
+    }
+    train, test = splits["train"], splits["test"]
     return _finish("fashion-mnist", train, test, spec, num_classes=NUM_CLASSES, source=str(directory))

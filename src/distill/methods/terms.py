@@ -24,8 +24,9 @@ functions themselves live in :mod:`distill.losses`; a term adapts one to the met
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -392,6 +393,23 @@ def _build_attention(spec: AttentionTermSpec, context: TermContext) -> LossTerm:
     return _Attention(spec)
 
 
+class _LayerPairLoss(LossTerm):
+    """A term that is a function of one tapped student layer and one tapped teacher layer."""
+
+    spec: LayerPairSpec
+
+    def __init__(
+        self, spec: LayerPairSpec, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> None:
+        super().__init__(spec)
+        self.loss = loss
+
+    def forward(self, inputs: TermInputs) -> torch.Tensor:
+        return self.loss(
+            inputs.student_features[self.spec.student], inputs.teacher_feature(self.spec.teacher)
+        )
+
+
 class RKDTermSpec(LayerPairSpec):
     """``rkd``: relational KD, distance and angle potentials (Park et al., CVPR 2019, Eqs. 4–7),
     weighted 25 and 50 inside the term as the official code."""
@@ -401,22 +419,11 @@ class RKDTermSpec(LayerPairSpec):
     angle_weight: float = Field(default=50.0, ge=0.0)
 
 
-class _RKD(LossTerm):
-    spec: RKDTermSpec
-
-    def forward(self, inputs: TermInputs) -> torch.Tensor:
-        spec = self.spec
-        return rkd_loss(
-            inputs.student_features[spec.student],
-            inputs.teacher_feature(spec.teacher),
-            spec.distance_weight,
-            spec.angle_weight,
-        )
-
-
 @TERMS.register_factory("rkd", "relational KD: pairwise distances and triplet angles (Park et al. 2019)")
 def _build_rkd(spec: RKDTermSpec, context: TermContext) -> LossTerm:
-    return _RKD(spec)
+    return _LayerPairLoss(
+        spec, partial(rkd_loss, distance_weight=spec.distance_weight, angle_weight=spec.angle_weight)
+    )
 
 
 class PKTTermSpec(LayerPairSpec):
@@ -426,18 +433,11 @@ class PKTTermSpec(LayerPairSpec):
     name: Literal["pkt"] = "pkt"
 
 
-class _PKT(LossTerm):
-    spec: PKTTermSpec
-
-    def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return pkt_loss(inputs.student_features[self.spec.student], inputs.teacher_feature(self.spec.teacher))
-
-
 @TERMS.register_factory(
     "pkt", "probabilistic knowledge transfer: cosine-affinity distributions (Passalis & Tefas 2018)"
 )
 def _build_pkt(spec: PKTTermSpec, context: TermContext) -> LossTerm:
-    return _PKT(spec)
+    return _LayerPairLoss(spec, pkt_loss)
 
 
 class SPTermSpec(LayerPairSpec):
@@ -447,16 +447,9 @@ class SPTermSpec(LayerPairSpec):
     name: Literal["sp"] = "sp"
 
 
-class _SP(LossTerm):
-    spec: SPTermSpec
-
-    def forward(self, inputs: TermInputs) -> torch.Tensor:
-        return sp_loss(inputs.student_features[self.spec.student], inputs.teacher_feature(self.spec.teacher))
-
-
 @TERMS.register_factory("sp", "similarity-preserving KD: batch similarity matrices (Tung & Mori 2019)")
 def _build_sp(spec: SPTermSpec, context: TermContext) -> LossTerm:
-    return _SP(spec)
+    return _LayerPairLoss(spec, sp_loss)
 
 
 def term_field() -> Any:
