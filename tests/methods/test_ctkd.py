@@ -217,3 +217,43 @@ def test_bad_specs_are_refused():
     with pytest.raises(DistillError, match="needs a teacher"):
         build_method(CTKDSpec(), context(mlp(0), None, torch.randn(8, 6)))
     assert CTKDSpec(temperature_range=[2.0, 8.0]).temperature_range == [2.0, 8.0]
+
+
+def test_ctkd_from_a_teacher_output_cache_equals_the_live_teacher(tmp_path):
+    """CTKD reads only logits, at a temperature it learns: a cache of the whole distribution
+    (stored at T = 1) gives them up to a per-sample constant, so the terms are the live ones."""
+    from distill.data import AugmentSpec, apply_plan, draw_plan, load_data
+    from distill.data.sources import SyntheticSpec
+    from distill.engine.cache import CacheKey, TeacherOutputCache
+    from distill.methods import Batch, EpochStart, MethodContext, build_method
+    from distill.methods.ctkd import CTKDSpec
+    from distill.models import build_model
+    from distill.models.cnn import CNN1dSpec
+    from distill.models.mlp import MLPSpec
+
+    augment = AugmentSpec(shift=2, noise=0.1)
+    data = load_data(SyntheticSpec(num_samples=120, num_test=20, num_classes=5, shape=[1, 16]))
+    torch.manual_seed(0)
+    teacher = build_model(CNN1dSpec(channels=[8]), data.input_shape, data.num_classes).eval()
+    spec = CTKDSpec()
+    assert spec.cacheable_temperature() == 1.0 and spec.terms_needing_full_distribution() == ["kd"]
+    key = CacheKey.for_training(teacher, data, augment, 0, 1, 1.0, None, "float32")
+    cache = TeacherOutputCache(key, tmp_path, batch_size=64)
+    methods = []
+    for store in (None, cache):
+        torch.manual_seed(1)
+        student = build_model(MLPSpec(hidden=[16]), data.input_shape, data.num_classes)
+        context = MethodContext(
+            student, teacher, data.train.inputs[:4], data.num_classes, teacher_cache=store
+        )
+        methods.append(build_method(spec, context))
+    plan = draw_plan(augment, len(data.train), data.input_shape, seed=100)
+    for method in methods:
+        method.on_epoch_start(EpochStart(3, 0, plan, data.train, torch.device("cpu")))
+    indices = torch.arange(10, 42)
+    inputs, mixing = apply_plan(
+        plan, data.train.inputs[indices], indices, data.train.inputs, data.train.targets
+    )
+    batch = Batch(inputs, data.train.targets[indices], indices, data.num_classes, mixing, draw=0)
+    live, cached = (method.step(batch) for method in methods)
+    torch.testing.assert_close(cached["kd"], live["kd"], rtol=1e-4, atol=1e-6)

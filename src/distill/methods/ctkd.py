@@ -55,7 +55,17 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.losses import weighted
-from distill.methods.base import Batch, EpochStart, FrozenTeacher, Method, MethodArtifacts, MethodSpec
+from distill.methods.base import (
+    Batch,
+    CachedTeacher,
+    EpochStart,
+    FrozenTeacher,
+    Method,
+    MethodArtifacts,
+    MethodSpec,
+    Teacher,
+    TeacherOutputStore,
+)
 from distill.methods.registry import METHODS, MethodContext
 from distill.methods.scratch import classification_loss
 from distill.schema import EpochsOrZero
@@ -154,6 +164,14 @@ class CTKDSpec(MethodSpec):
 
     uses_teacher: ClassVar[bool] = True
 
+    def cacheable_temperature(self) -> float | None:
+        """Any: the learned temperature softens logits that a cache of the whole distribution
+        gives up to a per-sample constant (no softmax sees it); stored at T = 1."""
+        return 1.0
+
+    def terms_needing_full_distribution(self) -> list[str]:
+        return ["kd"]  # at a temperature only known during training
+
     @model_validator(mode="after")
     def _check(self) -> CTKDSpec:
         if len(self.temperature_range) != 2:
@@ -182,6 +200,7 @@ class CurriculumTemperatureKD(Method):
         lambda_max: float = 1.0,
         lambda_epochs: int = 10,
         teacher_precision: str = "float32",
+        teacher_cache: TeacherOutputStore | None = None,
     ) -> None:
         super().__init__(student)
         self.ce_weight = ce_weight
@@ -189,7 +208,10 @@ class CurriculumTemperatureKD(Method):
         self.lambda_min = lambda_min
         self.lambda_max = lambda_max
         self.lambda_epochs = lambda_epochs
-        self.teacher = FrozenTeacher(teacher, [], teacher_precision)
+        live = FrozenTeacher(teacher, [], teacher_precision)
+        self.teacher: Teacher = live
+        if teacher_cache is not None:
+            self.teacher = CachedTeacher(live, teacher_cache, keep_log_probs=True)
         self.temperature = GlobalTemperature(temperature_range[0], temperature_range[1], initial_logit)
         #: the trainer's 0-based epoch, set by :meth:`on_epoch_start` (drives λ)
         self.epoch = 0
@@ -205,14 +227,13 @@ class CurriculumTemperatureKD(Method):
         self.epoch = epoch.epoch
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        teacher = self.teacher(batch.inputs, batch)
-        assert teacher.logits is not None, "a live teacher returns logits"
+        teacher = self.teacher(batch.inputs, batch).logits_up_to_shift()
         logits = self.student(batch.inputs)
         terms: dict[str, torch.Tensor] = {}
         if self.ce_weight:
             terms["ce"] = weighted(self.ce_weight, classification_loss(logits, batch))
         tau = self.temperature(self.lambda_)
-        terms["kd"] = weighted(self.kd_weight, learned_temperature_kd_loss(logits, teacher.logits, tau))
+        terms["kd"] = weighted(self.kd_weight, learned_temperature_kd_loss(logits, teacher, tau))
         return terms
 
     def finish(self, artifacts: MethodArtifacts) -> dict[str, Any]:
@@ -236,4 +257,5 @@ def build_ctkd(spec: CTKDSpec, context: MethodContext) -> Method:
         lambda_max=spec.lambda_max,
         lambda_epochs=spec.lambda_epochs,
         teacher_precision=spec.teacher_precision,
+        teacher_cache=context.teacher_cache,
     )
