@@ -24,6 +24,7 @@ from rich.markup import escape
 from distill import __version__
 from distill.errors import DistillError, StorageError
 from distill.fed.command import add_fed_parser, command_fed
+from distill.perceive.command import add_perceive_parser, command_perceive
 
 EXIT_USER_ERROR = 2
 
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--json", action="store_true", help="print the aggregate as JSON")
 
     add_fed_parser(commands, [plugins])
+    add_perceive_parser(commands, [plugins])
 
     evaluate = commands.add_parser("eval", parents=[plugins], help="evaluate a checkpoint on a data source")
     evaluate.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by distill")
@@ -341,6 +343,11 @@ def interrupted_hint(command: str, given: list[str]) -> str:
         return (
             f"interrupted; run the same command again to continue: `{line}` (finished runs are "
             "reused, an interrupted one resumes after its last finished round)"
+        )
+    if command == "perceive":
+        return (
+            f"interrupted; run the same command again to continue: `{line}` (finished models are "
+            "reused; the interrupted one trains again)"
         )
     if command in ("compare", "pareto"):
         return (
@@ -832,6 +839,7 @@ COMMANDS = {
     "bench": command_bench,
     "summarize": command_summarize,
     "fed": command_fed,
+    "perceive": command_perceive,
 }
 
 

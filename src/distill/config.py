@@ -227,21 +227,25 @@ def builtin_recipe_names() -> list[str]:
     return sorted(path.stem for path in BUILTIN_RECIPES.glob("*.yaml"))
 
 
-def resolve_recipe_path(reference: str | None) -> Path:
-    """A recipe file path, or the name of a built-in recipe (default: ``quickstart``)."""
-    if reference is None:
-        return BUILTIN_RECIPES / "quickstart.yaml"
-    path = Path(reference)
+def resolve_named_recipe(reference: str | None, folder: Path, kind: str, default: str) -> Path:
+    """A recipe file path, or the name of a built-in ``kind`` in ``folder`` (``default`` when
+    ``reference`` is ``None``); an unknown name lists the built-in ones."""
+    name = reference or default
+    path = Path(name)
     if path.is_file():
         return path
-    if (BUILTIN_RECIPES / f"{reference}.yaml").is_file():
-        return BUILTIN_RECIPES / f"{reference}.yaml"
-    if path.suffix in (".yaml", ".yml") or "/" in reference:
-        raise RecipeError(f"recipe file not found: {reference}")
-    raise RecipeError(
-        unknown_name_message("built-in recipe", reference, builtin_recipe_names())
-        + " (or give a path to a .yaml file)"
-    )
+    builtin = folder / f"{name}.yaml"
+    if builtin.is_file():
+        return builtin
+    if path.suffix in (".yaml", ".yml") or "/" in name:
+        raise RecipeError(f"recipe file not found: {name}")
+    names = sorted(candidate.stem for candidate in folder.glob("*.yaml"))
+    raise RecipeError(unknown_name_message(kind, name, names) + " (or give a path to a .yaml file)")
+
+
+def resolve_recipe_path(reference: str | None) -> Path:
+    """A recipe file path, or the name of a built-in recipe (default: ``quickstart``)."""
+    return resolve_named_recipe(reference, BUILTIN_RECIPES, "built-in recipe", "quickstart")
 
 
 #: A recipe is a small text file; anything larger is something else given by mistake.

@@ -7,8 +7,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from distill.config import Override, apply_override, format_validation_error, read_recipe_file
-from distill.errors import RecipeError, unknown_name_message
+from distill.config import (
+    Override,
+    apply_override,
+    format_validation_error,
+    read_recipe_file,
+    resolve_named_recipe,
+)
+from distill.errors import RecipeError
 from distill.federated.gossip import GossipRecipe
 from distill.federated.spec import FedRecipe
 
@@ -22,18 +28,8 @@ def builtin_fed_recipe_names() -> list[str]:
 
 def resolve_fed_recipe(reference: str | None) -> Path:
     """A file path, or the name of a built-in federated recipe (default ``quickstart``)."""
-    name = reference or DEFAULT_FED_RECIPE
-    path = Path(name)
-    if path.is_file():
-        return path
-    builtin = BUILTIN_FED_RECIPES / f"{name}.yaml"
-    if builtin.is_file():
-        return builtin
-    if path.suffix in (".yaml", ".yml") or "/" in name:
-        raise RecipeError(f"recipe file not found: {name}")
-    raise RecipeError(
-        unknown_name_message("built-in federated recipe", name, builtin_fed_recipe_names())
-        + " (or give a path to a .yaml file)"
+    return resolve_named_recipe(
+        reference, BUILTIN_FED_RECIPES, "built-in federated recipe", DEFAULT_FED_RECIPE
     )
 
 

@@ -1,0 +1,99 @@
+"""``distill perceive``: collaborative perception (DiscoGraph) — the early-fusion teacher, the
+fusion baselines and the distilled student, over seeds, with the board and its pictures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from distill.errors import DistillError
+
+
+def add_perceive_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    perceive = commands.add_parser(
+        "perceive",
+        parents=parents,
+        help="collaborative perception: DiscoGraph's distilled collaboration graph vs fusion baselines",
+    )
+    perceive.add_argument(
+        "recipe",
+        nargs="?",
+        default=None,
+        help="a perception recipe .yaml or built-in name (default: quickstart)",
+    )
+    perceive.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe field, e.g. --set train.epochs=4 --set world.agents=4",
+    )
+    perceive.add_argument("--methods", default=None, help="comma-separated methods (default: the recipe's)")
+    perceive.add_argument("--seeds", type=int, default=1, help="number of seeds (recipe seed, +1, ...)")
+    perceive.add_argument(  # its own dest: the generic --epochs of `run`/`compare` rewrites their recipes
+        "--epochs",
+        dest="perceive_epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train every model N epochs",
+    )
+    perceive.add_argument(
+        "--output-dir", type=Path, default=None, help="board directory (re-running continues it)"
+    )
+    perceive.add_argument("--quiet", action="store_true", help="print only the board")
+
+
+def command_perceive(args: argparse.Namespace, console: Console) -> int:
+    from distill.perceive.board import plot_edge_weights, write_board
+    from distill.perceive.recipes import load_perceive_recipe
+    from distill.perceive.session import load_model, run_seed, scenes_of
+
+    if args.seeds < 1:
+        raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
+    overrides = list(args.overrides)
+    if args.perceive_epochs is not None:
+        overrides.insert(0, f"train.epochs={args.perceive_epochs}")
+    if args.methods is not None:
+        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+        overrides.insert(0, f"methods=[{', '.join(methods)}]")
+    recipe, path = load_perceive_recipe(args.recipe, overrides)
+    output_dir = args.output_dir or Path("runs") / f"perceive-{recipe.name}"
+    seeds = [recipe.seed + offset for offset in range(args.seeds)]
+    if not args.quiet:
+        console.print(
+            f"perceiving with {', '.join(recipe.methods)} on [bold]{recipe.name}[/] from {path}, "
+            f"{len(seeds)} seed(s) → {output_dir}",
+            highlight=False,
+        )
+
+    def epoch_line(name: str, record: dict[str, float]) -> None:
+        if not args.quiet:
+            console.print(
+                f"  {name} epoch {int(record['epoch'])}/{recipe.train.epochs}: "
+                f"IoU {100 * record['iou']:.1f} %, occluded {100 * record['iou_occluded']:.1f} %, "
+                f"{record['seconds']:.0f} s",
+                highlight=False,
+            )
+
+    per_seed = {}
+    for seed in seeds:
+        if not args.quiet:
+            console.print(f"seed {seed}: {output_dir / f'seed-{seed}'}", highlight=False)
+        per_seed[seed] = run_seed(recipe, seed, output_dir / f"seed-{seed}", epoch_line)
+    rows = write_board(output_dir, recipe.name, seeds, per_seed)
+    written = ["board.md", "board.json", "bandwidth.png"]
+    if "discograph" in recipe.methods:
+        _, test = scenes_of(recipe, seeds[0])
+        student = load_model(recipe, output_dir / f"seed-{seeds[0]}", "discograph")
+        plot_edge_weights(student, test, output_dir / "edge-weights.png")
+        written.append("edge-weights.png")
+    from distill.perceive.board import board_markdown
+
+    console.print(board_markdown(recipe.name, seeds, rows), highlight=False, markup=False)
+    console.print(f"wrote {', '.join(str(output_dir / name) for name in written)}", highlight=False)
+    return 0

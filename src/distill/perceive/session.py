@@ -1,0 +1,132 @@
+"""One seed of a perception comparison as a run directory, resumable model by model.
+
+``DIR/seed-<seed>/`` holds ``recipe.json`` (the resolved recipe), ``metrics.jsonl`` (per model and
+epoch), ``<method>.safetensors`` (each trained model) and ``results.json`` (per model: IoU over all
+cells and over the ego's occluded cells, bytes per frame, parameters, seconds). A model whose
+weights and result are there is not trained again, so an interrupted seed continues with the
+next model; a directory made by another recipe is refused instead of mixed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load, save
+
+from distill.errors import RunDirectoryError
+from distill.files import atomic_write_bytes, atomic_write_json
+from distill.perceive.recipes import PerceiveRecipe
+from distill.perception.models import PerceptionModel
+from distill.perception.training import plan_of, train_model
+from distill.perception.world import Scenes, generate_scenes
+
+EpochLine = Callable[[str, dict[str, float]], None]
+
+
+def scenes_of(recipe: PerceiveRecipe, seed: int) -> tuple[Scenes, Scenes]:
+    """The seed's training scenes and the shared test scenes."""
+    train = generate_scenes(recipe.world, recipe.scenes.train, seed)
+    test = generate_scenes(recipe.world, recipe.scenes.test, recipe.scenes.test_seed)
+    return train, test
+
+
+def _recipe_payload(recipe: PerceiveRecipe, seed: int) -> dict[str, Any]:
+    return {**recipe.model_dump(mode="json"), "seed": seed}
+
+
+def _check_directory(directory: Path, payload: dict[str, Any]) -> None:
+    stored = directory / "recipe.json"
+    if stored.exists():
+        try:
+            same = json.loads(stored.read_text()) == payload
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise RunDirectoryError(
+                f"{directory} holds a perception run of a different recipe or seed; choose another "
+                "--output-dir (nothing was overwritten)"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stored, payload)
+
+
+def _read_results(directory: Path) -> dict[str, Any]:
+    path = directory / "results.json"
+    if not path.exists():
+        return {}
+    try:
+        results: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunDirectoryError(f"{path}: unreadable results ({error}); remove it to retrain") from None
+    return results
+
+
+def _load_weights(model: PerceptionModel, path: Path) -> None:
+    try:
+        model.load_state_dict(load(path.read_bytes()))
+    except Exception as error:  # a truncated or foreign file: say which
+        raise RunDirectoryError(
+            f"{path}: cannot load these weights ({error}); remove it to retrain"
+        ) from None
+
+
+def run_seed(
+    recipe: PerceiveRecipe,
+    seed: int,
+    directory: Path,
+    on_epoch: EpochLine | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse) the teacher and every method of ``recipe`` for ``seed`` in ``directory``;
+    returns the per-model results."""
+    _check_directory(directory, _recipe_payload(recipe, seed))
+    results = _read_results(directory)
+    train, test = scenes_of(recipe, seed)
+    order = ["early", *(name for name in recipe.methods if name != "early")]
+    teacher: PerceptionModel | None = None
+    for name in order:
+        plan = plan_of(name)
+        weights = directory / f"{name}.safetensors"
+        if name in results and weights.exists():
+            if name == "early":
+                teacher = plan.build(recipe.width)
+                _load_weights(teacher, weights)
+                teacher.eval()
+            continue
+        trained = train_model(
+            plan,
+            train,
+            test,
+            recipe.train,
+            seed,
+            recipe.width,
+            teacher=teacher,
+            kd_weight=recipe.kd_weight,
+            kd_keys=recipe.kd_keys,
+            on_epoch=None if on_epoch is None else partial(on_epoch, name),
+        )
+        with (directory / "metrics.jsonl").open("a") as handle:
+            for record in trained.history:
+                handle.write(json.dumps({"model": name, **record}) + "\n")
+        atomic_write_bytes(weights, save(trained.model.state_dict()))
+        results[name] = {
+            **trained.evaluation.as_dict(),
+            "bytes_per_frame": trained.bytes_per_frame,
+            "params": sum(parameter.numel() for parameter in trained.model.parameters()),
+            "seconds": round(trained.seconds, 2),
+            "distils": plan.distils,
+        }
+        atomic_write_json(directory / "results.json", results)
+        if name == "early":
+            teacher = trained.model.eval()
+    return {name: results[name] for name in order if name in results}
+
+
+def load_model(recipe: PerceiveRecipe, directory: Path, name: str) -> PerceptionModel:
+    """A trained model of a finished seed."""
+    model = plan_of(name).build(recipe.width)
+    _load_weights(model, directory / f"{name}.safetensors")
+    return model.eval()
