@@ -12,6 +12,7 @@ from distill.bench import machine_info
 from distill.bench.comm import GRADIENTS, Network, paper_claims, sweep, table_rows
 from distill.engine.bcube import BCube
 from distill.files import atomic_write_bytes, atomic_write_json
+from distill.report.plots import save_figure
 
 #: The tables' networks: the paper's 9-server testbed, BCube(3,1), and a 1,000-server
 #: extrapolation, BCube(10,2) — plus BCube(32,1) with 1,024 servers, the two-level choice.
@@ -126,8 +127,6 @@ def comm_markdown(result: dict[str, Any]) -> str:
 def plot_sweep(result: dict[str, Any], path: Path) -> None:
     """GST against server count, one panel per gradient: PS and ring on Fat-Trees, BML on
     BCubes of 2, 3 and 4 levels."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,11 +159,7 @@ def plot_sweep(result: dict[str, Any], path: Path) -> None:
         f"Analytic model, not a measurement: {network['bandwidth_gbps']:g} Gbit/s, "
         f"{network['latency_us']:g} µs per message"
     )
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(figure, path)
 
 
 def write_comm_report(result: dict[str, Any], output_dir: Path) -> list[Path]:
