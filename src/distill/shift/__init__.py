@@ -1,0 +1,1 @@
+"""Distribution shift: ooDML-style splits of rising difficulty and the evaluation across them."""
