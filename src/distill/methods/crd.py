@@ -422,8 +422,7 @@ class ContrastiveRepresentationDistillation(Method):
 
 @METHODS.register_factory("crd", "contrastive representation distillation: NCE on memory banks of embeddings")
 def build_crd(spec: CRDSpec, context: MethodContext) -> Method:
-    if context.teacher is None:
-        raise DistillError(f"{context.owner}: method 'crd' needs a teacher; add a 'teacher' section")
+    teacher = context.require_teacher("crd")
     if context.data is None:
         raise DistillError(
             f"{context.owner}: method 'crd' needs the training data "
@@ -432,7 +431,7 @@ def build_crd(spec: CRDSpec, context: MethodContext) -> Method:
     options: dict[str, Any] = spec.model_dump(exclude={"name"})
     return ContrastiveRepresentationDistillation(
         context.student,
-        context.teacher,
+        teacher,
         context.data.train.targets,
         context.num_classes,
         context.example_inputs,

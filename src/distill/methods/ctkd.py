@@ -53,7 +53,6 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from distill.errors import DistillError
 from distill.losses import weighted
 from distill.methods.base import (
     Batch,
@@ -243,12 +242,11 @@ class CurriculumTemperatureKD(Method):
 
 @METHODS.register_factory("ctkd", "CTKD: KD with an adversarially learned curriculum temperature (AAAI 2023)")
 def build_ctkd(spec: CTKDSpec, context: MethodContext) -> Method:
-    if context.teacher is None:
-        raise DistillError(f"{context.owner}: method 'ctkd' needs a teacher; add a 'teacher' section")
+    teacher = context.require_teacher("ctkd")
     low, high = spec.temperature_range
     return CurriculumTemperatureKD(
         context.student,
-        context.teacher,
+        teacher,
         ce_weight=spec.ce_weight,
         kd_weight=spec.kd_weight,
         temperature_range=(low, high),

@@ -331,9 +331,7 @@ def _build_distiller_term(spec: DistillerTermSpec, context: TermContext) -> Loss
     "distiller", "CE + a KD-Zero distiller: Σ w·d(T(student), T(teacher)) (Li et al. 2023)"
 )
 def build_distiller(spec: DistillerSpec, context: MethodContext) -> Method:
-    if context.teacher is None:
-        raise DistillError(f"{context.owner}: method 'distiller' needs a teacher; add a 'teacher' section")
-    teacher = FrozenTeacher(context.teacher, [pair.teacher for pair in spec.features])
+    teacher = FrozenTeacher(context.require_teacher("distiller"), [pair.teacher for pair in spec.features])
     return DistillerMethod(
         context.student,
         teacher,

@@ -244,11 +244,10 @@ class KnowledgeDistillation(Method):
     "kd", "weighted loss terms against a frozen teacher: Hinton KD, DKD, DIST, MLKD, hints, …"
 )
 def build_kd(spec: KDSpec, context: MethodContext) -> Method:
-    if context.teacher is None:
-        raise DistillError(f"{context.owner}: method 'kd' needs a teacher; add a 'teacher' section")
+    teacher = context.require_teacher("kd")
     method = KnowledgeDistillation(
         context.student,
-        context.teacher,
+        teacher,
         spec.located_terms(),
         context.example_inputs,
         context.num_classes,

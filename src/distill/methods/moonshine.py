@@ -90,9 +90,8 @@ def matched_blocks(student: nn.Module, teacher: nn.Module, example_inputs: torch
     "moonshine", "Moonshine: cheap-convolution student, attention transfer at matched blocks"
 )
 def build_moonshine(spec: MoonshineSpec, context: MethodContext) -> Method:
-    if context.teacher is None:
-        raise DistillError(f"{context.owner}: method 'moonshine' needs a teacher; add a 'teacher' section")
-    layers = spec.layers or matched_blocks(context.student, context.teacher, context.example_inputs[:2])
+    teacher = context.require_teacher("moonshine")
+    layers = spec.layers or matched_blocks(context.student, teacher, context.example_inputs[:2])
     if not layers:
         raise DistillError(
             f"{context.owner}.layers: the student and the teacher share no block (other than the stem) "
@@ -109,7 +108,7 @@ def build_moonshine(spec: MoonshineSpec, context: MethodContext) -> Method:
     terms = KDSpec(temperature=spec.temperature, kd_weight=spec.kd_weight, ce_weight=1.0, features=pairs)
     return KnowledgeDistillation(
         context.student,
-        context.teacher,
+        teacher,
         terms.located_terms(),
         context.example_inputs,
         context.num_classes,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from distill.data.bundle import DataBundle
+from distill.errors import DistillError
 from distill.methods.base import ModuleReader, TeacherOutputStore
 from distill.registry import SpecRegistry
 
@@ -59,6 +60,12 @@ class MethodContext:
     trained_students: dict[str, nn.Module] = field(default_factory=dict)
     budget: Budget | None = None
     module_reader: ModuleReader | None = None
+
+    def require_teacher(self, method: str) -> nn.Module:
+        """The teacher, or a :class:`~distill.errors.DistillError` saying ``method`` needs one."""
+        if self.teacher is None:
+            raise DistillError(f"{self.owner}: method '{method}' needs a teacher; add a 'teacher' section")
+        return self.teacher
 
     def new_model(self, spec: Any, owner: str, seed: int) -> nn.Module:
         """A fresh model for ``spec`` (the student's architecture when ``None``) from ``seed``."""

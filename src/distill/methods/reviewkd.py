@@ -305,11 +305,10 @@ class ReviewKD(Method):
 
 @METHODS.register_factory("reviewkd", "ReviewKD: review-path feature distillation with ABF + HCL (CVPR 2021)")
 def build_reviewkd(spec: ReviewKDSpec, context: MethodContext) -> Method:
-    if context.teacher is None:
-        raise DistillError(f"{context.owner}: method 'reviewkd' needs a teacher; add a 'teacher' section")
+    teacher = context.require_teacher("reviewkd")
     return ReviewKD(
         context.student,
-        context.teacher,
+        teacher,
         spec.student_layers,
         spec.teacher_layers,
         context.example_inputs,

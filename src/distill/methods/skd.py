@@ -235,11 +235,10 @@ class ShadowKnowledgeDistillation(Method):
 
 @METHODS.register_factory("skd", "Shadow KD (SHAKE): a trainable teacher shadow, distilled both ways")
 def build_skd(spec: ShadowKDSpec, context: MethodContext) -> Method:
-    if context.teacher is None:
-        raise DistillError(f"{context.owner}: method 'skd' needs a teacher; add a 'teacher' section")
+    teacher = context.require_teacher("skd")
     return ShadowKnowledgeDistillation(
         context.student,
-        context.teacher,
+        teacher,
         context.example_inputs,
         spec.temperature,
         spec.ce_weight,
