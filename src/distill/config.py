@@ -223,8 +223,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 # --------------------------------------------------------------------------- loading
 
 
-def builtin_recipe_names() -> list[str]:
-    return sorted(path.stem for path in BUILTIN_RECIPES.glob("*.yaml"))
+def builtin_recipe_names(folder: Path = BUILTIN_RECIPES) -> list[str]:
+    """The names of the built-in recipes in ``folder`` (by default the training recipes)."""
+    return sorted(path.stem for path in folder.glob("*.yaml"))
 
 
 def resolve_named_recipe(reference: str | None, folder: Path, kind: str, default: str) -> Path:
@@ -239,7 +240,7 @@ def resolve_named_recipe(reference: str | None, folder: Path, kind: str, default
         return builtin
     if path.suffix in (".yaml", ".yml") or "/" in name:
         raise RecipeError(f"recipe file not found: {name}")
-    names = sorted(candidate.stem for candidate in folder.glob("*.yaml"))
+    names = builtin_recipe_names(folder)
     raise RecipeError(unknown_name_message(kind, name, names) + " (or give a path to a .yaml file)")
 
 

@@ -165,12 +165,6 @@ def paper_claims(cube: BCube) -> dict[str, float]:
     }
 
 
-def cube_near(servers: int, levels: int) -> BCube:
-    """The BCube with ``levels`` levels whose server count is closest to ``servers``."""
-    ports = max(2, round(servers ** (1 / levels)))
-    return BCube(ports, levels)
-
-
 def sweep(
     gradient_elements: int,
     network: Network,

@@ -117,10 +117,6 @@ class Plan:
     padded_length: int
     steps: tuple[tuple[Transfer, ...], ...]
 
-    @property
-    def slice_length(self) -> int:
-        return self.padded_length // self.cube.levels
-
     def elements_sent_per_server(self) -> int:
         """Elements one server sends over all its NICs in the whole synchronization."""
         return sum(transfer.elements_sent for step in self.steps for transfer in step)

@@ -22,10 +22,6 @@ BUILTIN_FED_RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "fed"
 DEFAULT_FED_RECIPE = "quickstart"
 
 
-def builtin_fed_recipe_names() -> list[str]:
-    return sorted(path.stem for path in BUILTIN_FED_RECIPES.glob("*.yaml"))
-
-
 def resolve_fed_recipe(reference: str | None) -> Path:
     """A file path, or the name of a built-in federated recipe (default ``quickstart``)."""
     return resolve_named_recipe(

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -450,8 +450,3 @@ class SPTermSpec(LayerPairSpec):
 @TERMS.register_factory("sp", "similarity-preserving KD: batch similarity matrices (Tung & Mori 2019)")
 def _build_sp(spec: SPTermSpec, context: TermContext) -> LossTerm:
     return _LayerPairLoss(spec, sp_loss)
-
-
-def term_field() -> Any:
-    """The pydantic type of one recipe term: a discriminated union over every registered term."""
-    return TERMS.union("loss term")

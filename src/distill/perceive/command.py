@@ -51,7 +51,7 @@ def add_perceive_parser(commands: Any, parents: list[argparse.ArgumentParser]) -
 def command_perceive(args: argparse.Namespace, console: Console) -> int:
     from distill.perceive.board import plot_edge_weights, write_board
     from distill.perceive.recipes import load_perceive_recipe
-    from distill.perceive.session import load_model, run_seed, scenes_of
+    from distill.perceive.session import load_model, run_seed, shared_test_scenes
 
     if args.seeds < 1:
         raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
@@ -88,9 +88,8 @@ def command_perceive(args: argparse.Namespace, console: Console) -> int:
     rows = write_board(output_dir, recipe.name, seeds, per_seed)
     written = ["board.md", "board.json", "bandwidth.png"]
     if "discograph" in recipe.methods:
-        _, test = scenes_of(recipe, seeds[0])
         student = load_model(recipe, output_dir / f"seed-{seeds[0]}", "discograph")
-        plot_edge_weights(student, test, output_dir / "edge-weights.png")
+        plot_edge_weights(student, shared_test_scenes(recipe), output_dir / "edge-weights.png")
         written.append("edge-weights.png")
     from distill.perceive.board import board_markdown
 

@@ -27,11 +27,14 @@ from distill.perception.world import Scenes, generate_scenes
 EpochLine = Callable[[str, dict[str, float]], None]
 
 
-def scenes_of(recipe: PerceiveRecipe, seed: int) -> tuple[Scenes, Scenes]:
-    """The seed's training scenes and the shared test scenes."""
-    train = generate_scenes(recipe.world, recipe.scenes.train, seed)
-    test = generate_scenes(recipe.world, recipe.scenes.test, recipe.scenes.test_seed)
-    return train, test
+def train_scenes(recipe: PerceiveRecipe, seed: int) -> Scenes:
+    """The seed's training scenes."""
+    return generate_scenes(recipe.world, recipe.scenes.train, seed)
+
+
+def shared_test_scenes(recipe: PerceiveRecipe) -> Scenes:
+    """The test scenes every seed is scored on."""
+    return generate_scenes(recipe.world, recipe.scenes.test, recipe.scenes.test_seed)
 
 
 def _recipe_payload(recipe: PerceiveRecipe, seed: int) -> dict[str, Any]:
@@ -84,7 +87,7 @@ def run_seed(
     returns the per-model results."""
     _check_directory(directory, _recipe_payload(recipe, seed))
     results = _read_results(directory)
-    train, test = scenes_of(recipe, seed)
+    scenes: tuple[Scenes, Scenes] | None = None  # generated only if some model still trains
     order = ["early", *(name for name in recipe.methods if name != "early")]
     teacher: PerceptionModel | None = None
     for name in order:
@@ -92,14 +95,13 @@ def run_seed(
         weights = directory / f"{name}.safetensors"
         if name in results and weights.exists():
             if name == "early":
-                teacher = plan.build(recipe.width)
-                _load_weights(teacher, weights)
-                teacher.eval()
+                teacher = load_model(recipe, directory, "early")
             continue
+        if scenes is None:
+            scenes = train_scenes(recipe, seed), shared_test_scenes(recipe)
         trained = train_model(
             plan,
-            train,
-            test,
+            *scenes,
             recipe.train,
             seed,
             recipe.width,
