@@ -44,6 +44,18 @@ class Section(BaseModel):
                 )
         return data
 
+    def off_default(self, *keys: str) -> list[str]:
+        """Those of ``keys`` whose value differs from the field's default, in the order given.
+
+        What "the recipe sets this field" means for a validator: ``model_fields_set`` cannot
+        tell, since a recipe written out in full (a run directory's, after a round trip through
+        JSON) sets every field, most of them to their defaults.
+        """
+        fields = type(self).model_fields
+        return [
+            key for key in keys if getattr(self, key) != fields[key].get_default(call_default_factory=True)
+        ]
+
 
 def _check_positive(value: int) -> int:
     if value <= 0:

@@ -137,3 +137,14 @@ def test_bf16_autocast_training_learns_and_keeps_float32_weights(data):
     assert TrainSpec(precision="bfloat16").precision == "bfloat16"
     with pytest.raises(ValueError):
         TrainSpec(precision="float16")
+
+
+def test_sync_options_are_refused_off_their_rule_but_survive_a_round_trip():
+    from distill.engine.trainer import SyncSpec
+
+    with pytest.raises(ValueError, match="ports applies to rule: bml, not gradients"):
+        SyncSpec(ports=3)
+    with pytest.raises(ValueError, match="degree applies to rule: mirror, period applies to rule: mirror"):
+        SyncSpec(rule="bml", degree=2.0, period=3)
+    for spec in (SyncSpec(), SyncSpec(rule="bml", ports=3), SyncSpec(rule="mirror", degree=3.0)):
+        assert SyncSpec.model_validate(spec.model_dump(mode="json")) == spec

@@ -67,12 +67,7 @@ class SyncSpec(Section):
     @model_validator(mode="after")
     def _options_belong_to_their_rule(self) -> SyncSpec:
         owners = {"ports": "bml", "degree": "mirror", "period": "mirror"}
-        # a value other than the default (a round trip through JSON sets every field to it)
-        stray = sorted(
-            key
-            for key, owner in owners.items()
-            if owner != self.rule and getattr(self, key) != type(self).model_fields[key].default
-        )
+        stray = sorted(self.off_default(*(key for key, owner in owners.items() if owner != self.rule)))
         if stray:
             raise ValueError(
                 ", ".join(f"{key} applies to rule: {owners[key]}" for key in stray) + f", not {self.rule}"

@@ -109,13 +109,7 @@ class KDSpec(MethodSpec):
     @model_validator(mode="after")
     def _terms_are_consistent(self) -> KDSpec:
         if self.terms is not None:
-            # a value other than the default: a round trip through JSON sets every field to it
-            fields = type(self).model_fields
-            classic = [
-                key
-                for key in ("ce_weight", "features", "kd_weight", "temperature")
-                if getattr(self, key) != fields[key].get_default(call_default_factory=True)
-            ]
+            classic = self.off_default("ce_weight", "features", "kd_weight", "temperature")
             if classic:
                 raise ValueError(
                     f"give the loss either as 'terms' or with {', '.join(classic)}, not both "
