@@ -166,10 +166,11 @@ class _Update:
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         trainer = self.trainer
-        bf16 = trainer.spec.precision == "bfloat16"
-        with torch.autocast(trainer.device.type, torch.bfloat16, enabled=bf16):
-            terms = trainer.training_module(batch)  # Method.forward runs step(batch)
-        return {name: value.float() for name, value in terms.items()} if bf16 else terms
+        if trainer.spec.precision != "bfloat16":  # the default path enters no autocast context
+            return trainer.training_module(batch)  # Method.forward runs step(batch)
+        with torch.autocast(trainer.device.type, torch.bfloat16):
+            terms = trainer.training_module(batch)
+        return {name: value.float() for name, value in terms.items()}
 
     def minimize(self, loss: torch.Tensor, group: str = "") -> None:
         trainer = self.trainer
