@@ -140,3 +140,11 @@ def test_feature_pairs_carry_the_scale_for_attention_only():
     assert FeaturePairSpec(student="a", teacher="a", loss="attention", beta_scale="raw").beta_scale == "raw"
     with pytest.raises(ValueError, match="beta_scale applies to attention pairs only"):
         FeaturePairSpec(student="a", teacher="a", loss="hint", beta_scale="raw")
+
+
+def test_a_hint_pair_written_out_in_full_validates_again():
+    """A resolved recipe dumps every field, ``beta_scale`` at its default included; reading it
+    back (``distill compare`` re-validates each dumped recipe) must not refuse the hint pair."""
+    dumped = FeaturePairSpec(student="a", teacher="b").model_dump(mode="json")
+    assert dumped["beta_scale"] == "size_free"
+    assert FeaturePairSpec.model_validate(dumped).loss == "hint"

@@ -70,7 +70,7 @@ class FeaturePairSpec(Section):
 
     @model_validator(mode="after")
     def _scale_is_for_attention(self) -> FeaturePairSpec:
-        if self.loss != "attention" and "beta_scale" in self.model_fields_set:
+        if self.loss != "attention" and self.off_default("beta_scale"):
             raise ValueError("beta_scale applies to attention pairs only (loss: attention)")
         return self
 
