@@ -25,6 +25,7 @@ from distill import __version__
 from distill.errors import DistillError, StorageError
 from distill.fed.command import add_fed_parser, command_fed
 from distill.perceive.command import add_perceive_parser, command_perceive
+from distill.shiftstudy.command import add_shift_parser, command_shift
 
 EXIT_USER_ERROR = 2
 
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fed_parser(commands, [plugins])
     add_perceive_parser(commands, [plugins])
+    add_shift_parser(commands, [plugins])
 
     evaluate = commands.add_parser("eval", parents=[plugins], help="evaluate a checkpoint on a data source")
     evaluate.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint written by distill")
@@ -348,6 +350,11 @@ def interrupted_hint(command: str, given: list[str]) -> str:
         return (
             f"interrupted; run the same command again to continue: `{line}` (finished models are "
             "reused; the interrupted one trains again)"
+        )
+    if command == "shift":
+        return (
+            f"interrupted; run the same command again to continue: `{line}` (the splits and finished "
+            "seeds are reused, an interrupted seed resumes from its last completed epoch)"
         )
     if command in ("compare", "pareto"):
         return (
@@ -840,6 +847,7 @@ COMMANDS = {
     "summarize": command_summarize,
     "fed": command_fed,
     "perceive": command_perceive,
+    "shift": command_shift,
 }
 
 

@@ -15,8 +15,10 @@ from distill.shift.splits import (
     ClassSplit,
     SubpopulationSplit,
     class_mean_features,
+    class_sample_fid,
     class_swap_splits,
     pca_features,
+    random_class_split,
     random_projection_features,
     select_spread,
     subpopulation_splits,
@@ -351,3 +353,47 @@ def test_class_mean_features() -> None:
     assert means.tolist() == [[5.0, 1.0], [1.0, 1.0]]
     with pytest.raises(ValueError, match="labels must have shape"):
         class_mean_features(features, labels[:2])
+
+
+def test_class_sample_measure_is_the_mean_per_class_fid_of_the_examples() -> None:
+    """``measure="class-samples"``: the recorded FID of every split is the mean over classes of the
+    FID between that class's training and test examples, and it rises at every move."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(size=(60, 3)) + 4 * c for c in range(3)])
+    y = np.repeat(np.arange(3), 60)
+    splits = subpopulation_splits(
+        x, y, clusters_per_class=4, steps=6, seed=0, history=1, measure="class-samples"
+    )
+    assert len(splits) >= 2
+    assert all(b.fid > a.fid for a, b in itertools.pairwise(splits))
+    for split in (splits[0], splits[-1]):
+        direct = np.mean(
+            [
+                frechet_distance(x[split.train_mask & (y == c)], x[split.test_mask & (y == c)])
+                for c in range(3)
+            ]
+        )
+        assert split.fid == pytest.approx(direct, rel=1e-6)
+
+
+def test_an_unknown_shift_measure_is_refused() -> None:
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValueError, match="measure must be"):
+        subpopulation_splits(x, np.repeat([0, 1], 20), 2, 1, 0, measure="samples")  # type: ignore[arg-type]
+
+
+def test_the_iid_reference_split_halves_every_class_and_sits_near_zero_shift() -> None:
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(size=(200, 2)) + 5 * c for c in range(3)])
+    y = np.repeat(np.arange(3), 200)
+    train, test = random_class_split(y, 0.5, seed=1)
+    assert not (train & test).any() and (train | test).all()
+    assert all(train[y == c].sum() == 100 for c in range(3))
+    again, _ = random_class_split(y, 0.5, seed=1)
+    assert (again == train).all()
+    iid = class_sample_fid(x, y, train, test)
+    shifted = subpopulation_splits(x, y, 4, 10, 0, history=1, measure="class-samples")[-1]
+    assert iid < shifted.fid
+    assert class_sample_fid(x, y, shifted.train_mask, shifted.test_mask) == pytest.approx(
+        shifted.fid, rel=1e-6
+    )

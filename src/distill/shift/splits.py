@@ -37,20 +37,24 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from distill.shift.fid import frechet_distance
+from distill.shift.fid import frechet_distance, frechet_distance_from_stats
 
 __all__ = [
     "ClassSplit",
     "SubpopulationSplit",
     "class_mean_features",
+    "class_sample_fid",
     "class_swap_splits",
     "pca_features",
+    "random_class_split",
     "random_projection_features",
     "select_spread",
     "subpopulation_splits",
 ]
 
 SplitKind = Literal["initial", "swap", "removal"]
+#: How a sub-population split's shift is measured (see :func:`subpopulation_splits`).
+ShiftMeasure = Literal["unit-means", "class-samples"]
 
 # A move must raise the FID by more than this (relative) margin to count as raising it, so that
 # round-off never turns a neutral move into an "increase".
@@ -345,6 +349,33 @@ def _cluster_classes(
     return sample_unit, keys, np.stack(unit_means)
 
 
+class _UnitMoments:
+    """Per unit: example count, feature sum and sum of outer products, so that the Gaussian fit of
+    any union of units is a sum away; caches each class's FID by its (train, test) unit sets."""
+
+    def __init__(self, feats: np.ndarray, sample_unit: np.ndarray, units: int) -> None:
+        self.count = np.bincount(sample_unit, minlength=units).astype(np.float64)
+        self.total = np.stack([feats[sample_unit == u].sum(axis=0) for u in range(units)])
+        self.outer = np.stack([feats[sample_unit == u].T @ feats[sample_unit == u] for u in range(units)])
+        self._cache: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
+
+    def _stats(self, chosen: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        n = self.count[chosen].sum()
+        mean = self.total[chosen].sum(axis=0) / n
+        covariance = (self.outer[chosen].sum(axis=0) - n * np.outer(mean, mean)) / max(n - 1.0, 1.0)
+        return mean, covariance
+
+    def class_fid(self, units: list[int], train_flags: np.ndarray, test_flags: np.ndarray) -> float:
+        train = tuple(u for u in units if train_flags[u])
+        test = tuple(u for u in units if test_flags[u])
+        key = (train, test)
+        if key not in self._cache:
+            self._cache[key] = frechet_distance_from_stats(
+                *self._stats(list(train)), *self._stats(list(test))
+            )
+        return self._cache[key]
+
+
 def subpopulation_splits(
     features: np.ndarray,
     labels: np.ndarray,
@@ -356,6 +387,7 @@ def subpopulation_splits(
     removal_steps: int = 0,
     train_fraction: float = 0.5,
     n_init: int = 10,
+    measure: ShiftMeasure = "unit-means",
 ) -> list[SubpopulationSplit]:
     """Closed-set splits of rising shift: ooDML's greedy swaps applied to sub-populations of classes.
 
@@ -378,6 +410,14 @@ def subpopulation_splits(
        train or test, whose class keeps another unit on that side — if that raises the FID; its
        samples leave both masks.
 
+    ``measure`` is the FID a move must raise (and the one recorded): ``unit-means`` (ooDML's, carried
+    over) is the FID between the set of train-unit means and the set of test-unit means;
+    ``class-samples`` is the mean over classes of the FID between the class's training examples and
+    its test examples (Gaussian fits to their features). The first mixes the spread *between*
+    classes into the measure, so a move can raise it without moving any class's test examples
+    further from its training examples; the second measures only the shift inside each class,
+    which is what a closed-set classifier has to bridge.
+
     Recorded FIDs are strictly increasing. Returns the initial split and one
     :class:`SubpopulationSplit` per move; the list may be shorter than ``1 + steps + removal_steps``.
     """
@@ -393,6 +433,8 @@ def subpopulation_splits(
     n_init = _check_int(n_init, "n_init", 1)
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {train_fraction}")
+    if measure not in ("unit-means", "class-samples"):
+        raise ValueError(f"measure must be 'unit-means' or 'class-samples', got {measure!r}")
     classes, counts = np.unique(labs, return_counts=True)
     if classes.shape[0] < 2:
         raise ValueError(f"sub-population splits need at least 2 classes, got {classes.shape[0]}")
@@ -413,9 +455,20 @@ def subpopulation_splits(
         in_train[rng.permutation(units)[:per_side]] = True
     removed = np.zeros(len(keys), dtype=bool)
 
+    moments = _UnitMoments(feats, sample_unit, len(keys)) if measure == "class-samples" else None
+
     def unit_fid(train_flags: np.ndarray, removed_flags: np.ndarray) -> float:
         test_flags = ~train_flags & ~removed_flags
-        return frechet_distance(unit_means[train_flags & ~removed_flags], unit_means[test_flags])
+        if moments is None:
+            return frechet_distance(unit_means[train_flags & ~removed_flags], unit_means[test_flags])
+        return float(
+            np.mean(
+                [
+                    moments.class_fid(units, train_flags & ~removed_flags, test_flags)
+                    for units in units_of_class
+                ]
+            )
+        )
 
     def record(
         fid: float,
@@ -501,6 +554,40 @@ def subpopulation_splits(
         if not accepted:
             break
     return splits
+
+
+def random_class_split(labels: np.ndarray, train_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An i.i.d. reference split: in every class a seeded random ``train_fraction`` of the examples
+    (at least one, at most all but one) go to train, the rest to test. Boolean (N,) masks."""
+    labs = np.asarray(labels)
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must lie strictly between 0 and 1, got {train_fraction}")
+    rng = np.random.default_rng(np.random.SeedSequence([_check_int(seed, "seed", 0), 2]))
+    train = np.zeros(labs.shape[0], dtype=bool)
+    for label in np.unique(labs):
+        rows = np.flatnonzero(labs == label)
+        if rows.size < 2:
+            raise ValueError(f"class {label!r} has {rows.size} example(s); a split needs 2 per class")
+        take = min(max(round(rows.size * train_fraction), 1), rows.size - 1)
+        train[rng.permutation(rows)[:take]] = True
+    return train, ~train
+
+
+def class_sample_fid(
+    features: np.ndarray, labels: np.ndarray, train_mask: np.ndarray, test_mask: np.ndarray
+) -> float:
+    """The ``class-samples`` shift of any split (:func:`subpopulation_splits`): the mean over
+    classes of the FID between the class's training and test examples' features."""
+    feats = _as_matrix(features, "features")
+    labs = np.asarray(labels)
+    return float(
+        np.mean(
+            [
+                frechet_distance(feats[train_mask & (labs == c)], feats[test_mask & (labs == c)])
+                for c in np.unique(labs[train_mask | test_mask])
+            ]
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,108 @@
+"""`distill shift` end to end at a toy budget: splits of rising FID from a base recipe's data, the
+teacher and two students on each split and seed, the report; a re-run reuses everything, another
+recipe in the same folder is refused, and a wrong recipe is a clear error (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.cli import main
+
+BASE = """\
+name: toy-base
+seed: 0
+data:
+  {name: synthetic, num_samples: 400, num_test: 200, num_classes: 3, shape: [12], clusters_per_class: 3}
+train: {epochs: 2, batch_size: 64, optimizer: {name: adamw, lr: 0.01}}
+teacher:
+  name: teacher
+  model: {name: mlp, hidden: [32]}
+students:
+  - name: scratch
+    model: {name: mlp, hidden: [8]}
+    method: {name: scratch}
+  - name: kd
+    model: {name: mlp, hidden: [8]}
+    method: {name: kd, temperature: 2.0}
+"""
+
+NO_TEACHER = """\
+name: toy-base
+data: {name: synthetic, num_samples: 400, num_test: 200, num_classes: 3, shape: [12]}
+train: {epochs: 2, batch_size: 64, optimizer: {name: adamw, lr: 0.01}}
+students:
+  - name: scratch
+    model: {name: mlp, hidden: [8]}
+    method: {name: scratch}
+"""
+
+STUDY = """\
+name: toy-shift
+base: base.yaml
+methods: [scratch, kd]
+splits: {count: 3, clusters_per_class: 4, steps: 30, features: {name: pca, dim: 6}}
+"""
+
+
+def _write(tmp_path: Path, base: str = BASE, study: str = STUDY) -> Path:
+    (tmp_path / "base.yaml").write_text(base)
+    path = tmp_path / "study.yaml"
+    path.write_text(study)
+    return path
+
+
+@pytest.mark.slow
+def test_shift_study_over_splits_and_seeds_then_reused(tmp_path, capsys):
+    recipe = _write(tmp_path)
+    out = tmp_path / "study"
+    argv = ["shift", str(recipe), "--seeds", "2", "--output-dir", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "shift.json").read_text())
+    fids = [row["fid"] for row in report["rows"]]
+    assert len(fids) == 4 and fids == sorted(fids) and fids[0] < fids[-1]  # iid, then 3 shifted
+    assert [row["kind"] for row in report["rows"]][:2] == ["iid", "initial"]
+    assert report["reference"] == "scratch" and set(report["gains"]) == {"kd"}
+    for row in report["rows"]:
+        assert row["seeds"] == [0, 1]
+        assert set(row["accuracy"]) == {"teacher", "scratch", "kd"}
+        assert all(0.0 <= row["agreement"][m][0] <= 1.0 for m in ("scratch", "kd"))
+        assert row["train_samples"] + row["test_samples"] == 600  # the pooled train + val + test
+    splits = json.loads((out / "splits.json").read_text())["splits"]
+    for split in splits[1:]:  # every class keeps sub-populations on both sides, none on both
+        train = {tuple(unit) for unit in split["train_units"]}
+        test = {tuple(unit) for unit in split["test_units"]}
+        assert not train & test and {c for c, _ in train} == {c for c, _ in test} == {0, 1, 2}
+    run = json.loads((out / "split-3" / "seed-1" / "summary.json").read_text())
+    assert [r["name"] for r in run["results"]] == ["teacher", "scratch", "kd"]
+    assert (out / "shift.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| gain over scratch |" in capsys.readouterr().out
+
+    before = (out / "split-0" / "seed-0" / "kd" / "last.safetensors").read_bytes()
+    assert main(argv) == 0  # the splits and every seed are reused
+    assert "finished, reused" in capsys.readouterr().out
+    assert (out / "split-0" / "seed-0" / "kd" / "last.safetensors").read_bytes() == before
+    assert main([*argv, "--set", "splits.clusters_per_class=3"]) == 2
+    assert "holds a shift study of another recipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("study", "base", "message"),
+    [
+        (
+            STUDY.replace("[scratch, kd]", "[scratch, dkd]"),
+            BASE,
+            "unknown student of the base recipe base.yaml 'dkd'",
+        ),
+        (STUDY.replace("[scratch, kd]", "[scratch]"), NO_TEACHER, "trains no teacher"),
+        (STUDY.replace("count: 3", "count: 1"), BASE, "splits.count"),
+        (STUDY.replace("base: base.yaml", "base: missing.yaml"), BASE, "recipe file not found"),
+        (STUDY.replace("count: 3", "count: 90"), BASE, "stopped raising the FID"),
+    ],
+)
+def test_a_wrong_shift_recipe_is_a_clear_error(tmp_path, capsys, study, base, message):
+    recipe = _write(tmp_path, base, study)
+    assert main(["shift", str(recipe), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
