@@ -106,3 +106,43 @@ def test_a_wrong_shift_recipe_is_a_clear_error(tmp_path, capsys, study, base, me
     recipe = _write(tmp_path, base, study)
     assert main(["shift", str(recipe), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+OPEN_SET = """\
+name: toy-open
+base: base.yaml
+methods: [scratch, kd, rkd]
+add_students:
+  - name: rkd
+    model: {name: mlp, hidden: [8]}
+    method: {name: kd, terms: [{name: ce}, {name: rkd, student: body, teacher: body}]}
+splits: {kind: classes, count: 2, steps: 6, features: {name: pca, dim: 6}}
+"""
+
+
+@pytest.mark.slow
+def test_open_set_study_scores_recall_on_unseen_classes(tmp_path, capsys):
+    base = BASE.replace("num_classes: 3", "num_classes: 8").replace(
+        "clusters_per_class: 3", "clusters_per_class: 1"
+    )
+    recipe = _write(tmp_path, base, OPEN_SET)
+    out = tmp_path / "open"
+    assert main(["shift", str(recipe), "--output-dir", str(out), "--quiet"]) == 0
+    report = json.loads((out / "shift.json").read_text())
+    assert report["metric"] == "Recall@1 on unseen classes" and set(report["gains"]) == {"kd", "rkd"}
+    splits = json.loads((out / "splits.json").read_text())
+    assert splits["kind"] == "classes"
+    assert splits["splits"][0]["fid"] < splits["splits"][1]["fid"]
+    for split in splits["splits"]:  # half the classes train, the other half is unseen
+        assert len(split["train_classes"]) == len(split["unseen_classes"]) == 4
+        assert set(split["train_classes"]) | set(split["unseen_classes"]) == set(range(8))
+    scores = json.loads((out / "split-0" / "scores-seed-0.json").read_text())
+    assert all(0.0 <= value <= 1.0 for value in scores["accuracy"].values())
+    assert set(scores["agreement"]) == {"scratch", "kd", "rkd"}
+    assert "Recall@1 on unseen classes (%)" in capsys.readouterr().out
+
+
+def test_options_of_the_other_split_kind_are_refused(tmp_path, capsys):
+    recipe = _write(tmp_path, BASE, OPEN_SET.replace("steps: 6", "steps: 6, clusters_per_class: 3"))
+    assert main(["shift", str(recipe), "--output-dir", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "clusters_per_class applies to kind: subpopulations" in capsys.readouterr().err

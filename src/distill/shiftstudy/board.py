@@ -50,10 +50,12 @@ def build_report(
     per_split: list[dict[int, dict[str, Any]]],
     methods: list[str],
     reference: str,
+    metric: str = "test accuracy",
 ) -> dict[str, Any]:
     """The report as JSON-ready data (``splits``: each kept split's record, in FID order;
     ``per_split``: :func:`distill.shiftstudy.session.run_split`'s results, in the same order;
-    ``reference``: the method gains are measured against, one of ``methods``)."""
+    ``reference``: the method gains are measured against, one of ``methods``; ``metric``: what
+    the scores are, for the report's text)."""
     models = [TEACHER, *methods]
     rows = []
     for split, results in zip(splits, per_split, strict=True):
@@ -80,7 +82,7 @@ def build_report(
                 "kind": split.get("kind", "swap"),
                 "fid": split["fid"],
                 "train_samples": split["train_samples"],
-                "test_samples": split["test_samples"],
+                "test_samples": split.get("unseen_samples") or split["test_samples"],
                 "seeds": seeds,
                 "accuracy": accuracy,
                 "gain": gain,
@@ -107,6 +109,7 @@ def build_report(
         }
     return {
         "name": name,
+        "metric": metric,
         "reference": reference,
         "models": models,
         "rows": rows,
@@ -121,16 +124,30 @@ def _cell(value: tuple[float, float] | list[float], scale: float = 100.0, signed
     return f"{scale * mean:{sign}.2f} ± {scale * std:.2f}"
 
 
+def _caption(report: dict[str, Any]) -> str:
+    reference = report["reference"]
+    if report.get("metric", "test accuracy") == "test accuracy":
+        return (
+            "Test accuracy (%) on each split's shifted test set, mean ± std over seeds; gain = method − "
+            f"{reference} (points, paired by seed); agreement = argmax agreement with the teacher (%)."
+        )
+    return (
+        f"{report['metric']} (%) of each model's embedding (the input of its last linear layer), "
+        f"mean ± std over seeds; gain = method − {reference} (points, paired by seed); agreement = "
+        "how often its nearest neighbour is the teacher's (%)."
+    )
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as markdown: accuracy, gain and agreement per split; areas and trends."""
     models, reference = report["models"], report["reference"]
+    metric = report.get("metric", "test accuracy")
     gained = list(report["gains"])
     methods = [model for model in models if model != TEACHER]
     lines = [
         f"# Shift study: {report['name']}",
         "",
-        "Test accuracy (%) on each split's shifted test set, mean ± std over seeds; gain = method − "
-        f"{reference} (points, paired by seed); agreement = argmax agreement with the teacher (%).",
+        _caption(report),
         "",
         "| split | FID | train / test | "
         + " | ".join(models)
@@ -148,7 +165,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {label} | {row['fid']:.3g} | {sizes} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| model | area under accuracy–FID (%) | slope (points per unit FID) |",
+        f"| model | area under {metric}–FID (%) | slope (points per unit FID) |",
         "|---|---:|---:|",
     ]
     for model in models:
@@ -181,7 +198,7 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
     fids = np.asarray([row["fid"] for row in rows])
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     panels = [
-        ("accuracy", report["models"], "test accuracy (%)"),
+        ("accuracy", report["models"], f"{report.get('metric', 'test accuracy')} (%)"),
         ("gain", list(report["gains"]), f"gain over {report['reference']} (points)"),
         ("agreement", [m for m in report["models"] if m != TEACHER], "agreement with teacher (%)"),
     ]

@@ -90,7 +90,8 @@ def command_shift(args: argparse.Namespace, console: Console) -> int:
         if not args.quiet:
             console.print(
                 f"split {record.index}: FID {record.fid:.3g}, {record.train_samples} train / "
-                f"{record.test_samples} test examples",
+                f"{record.test_samples} test examples"
+                + (f", {record.unseen_samples} of unseen classes" if record.unseen_path else ""),
                 highlight=False,
             )
         per_split.append(
@@ -101,7 +102,12 @@ def command_shift(args: argparse.Namespace, console: Console) -> int:
         recipe.methods[0],
     )
     report = build_report(
-        recipe.name, [record.as_json() for record in splits], per_split, recipe.methods, reference
+        recipe.name,
+        [record.as_json() for record in splits],
+        per_split,
+        recipe.methods,
+        reference,
+        "Recall@1 on unseen classes" if recipe.splits.kind == "classes" else "test accuracy",
     )
     written = write_report(output_dir, report)
     console.print(report_markdown(report), highlight=False, markup=False)

@@ -41,18 +41,29 @@ class SplitFeatures(Section):
 
 
 class ShiftSplitsSpec(Section):
-    """ooDML's greedy swaps over sub-populations (:func:`distill.shift.splits.subpopulation_splits`).
+    """How the splits are built: ooDML's greedy swaps (:mod:`distill.shift.splits`).
 
-    Every class of the pooled data (the base recipe's train, validation and test examples) is cut
-    into ``clusters_per_class`` k-means sub-clusters; ``train_fraction`` of each class's clusters
-    start on the training side; up to ``steps`` swaps (and ``removal_steps`` removals) raise the
-    FID ``measure`` — by default ``class-samples``, the mean over classes of the FID between a
-    class's training and test examples; ``unit-means`` is ooDML's FID between the two sides'
-    cluster means — and ``count`` splits spanning the FID range are kept. With ``iid`` (default) a
-    seeded random split of every class (same ``train_fraction``) comes first, as the in-distribution
-    reference.
+    ``kind: subpopulations`` (closed set, for classifiers): every class of the pooled data (the
+    base recipe's train, validation and test examples) is cut into ``clusters_per_class`` k-means
+    sub-clusters; ``train_fraction`` of each class's clusters start on the training side; up to
+    ``steps`` swaps (and ``removal_steps`` removals) raise the FID ``measure`` — by default
+    ``class-samples``, the mean over classes of the FID between a class's training and test
+    examples; ``unit-means`` is ooDML's FID between the two sides' cluster means. With ``iid``
+    (default) a seeded random split of every class comes first, as the in-distribution reference
+    (class swaps have none: their test classes are never seen).
+
+    ``kind: classes`` (open set, as the paper): a seeded random half of the classes trains, the
+    other half is unseen; ``steps`` swaps of whole classes (then ``removal_steps`` removals) as
+    the official ``split_maker`` makes them — without checking that each raises the FID between the
+    two sides' class means — and every distinct split they visit is a candidate. (With few classes
+    the greedy swaps soon cycle; the visited splits still span the FID range.)
+    Every model is scored by Recall@1 of its embedding on the unseen classes; ``held_out`` of the
+    training classes' examples is kept out of training as the run's (closed-set) test split.
+
+    Either way ``count`` splits spanning the FID range are kept.
     """
 
+    kind: Literal["subpopulations", "classes"] = "subpopulations"
     count: int = Field(default=5, ge=2, le=100)
     clusters_per_class: int = Field(default=4, ge=2, le=1000)
     steps: int = Field(default=40, ge=1, le=100_000)
@@ -61,27 +72,43 @@ class ShiftSplitsSpec(Section):
     train_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
     measure: ShiftMeasure = "class-samples"
     iid: bool = True
+    held_out: float = Field(default=0.2, gt=0.0, lt=1.0)
     features: SplitFeatures = Field(default_factory=SplitFeatures)
     seed: Seed = 0
 
     @model_validator(mode="after")
-    def _iid_on_sample_measure(self) -> ShiftSplitsSpec:
-        if self.iid and self.measure != "class-samples":
-            raise ValueError(
-                "iid: the i.i.d. reference split is placed on the class-samples FID axis; set "
-                "measure: class-samples or iid: false"
-            )
+    def _options_of_the_kind(self) -> ShiftSplitsSpec:
+        if self.kind == "classes":
+            for key in ("measure", "clusters_per_class", "train_fraction"):
+                if self.off_default(key):
+                    raise ValueError(f"{key} applies to kind: subpopulations; class swaps use class means")
+        else:
+            if self.off_default("held_out"):
+                raise ValueError("held_out applies to kind: classes")
+            if self.iid and self.measure == "unit-means":
+                raise ValueError(
+                    "iid: the i.i.d. reference split is placed on the class-samples FID axis; set "
+                    "measure: class-samples or iid: false"
+                )
         return self
+
+    @property
+    def with_iid(self) -> bool:
+        """Whether an i.i.d. reference split comes first (sub-populations only)."""
+        return self.kind == "subpopulations" and self.iid
 
 
 class ShiftRecipe(Section):
-    """A shift study: the base recipe, the students compared, and the splits."""
+    """A shift study: the base recipe (with ``add_students`` appended to its students), the
+    students compared, and the splits."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     description: str = ""
     base: str = Field(min_length=1)
     base_set: list[str] = Field(default_factory=list)
     methods: list[str] = Field(default_factory=lambda: ["scratch", "kd"], min_length=1)
+    #: students appended to the base recipe's (as recipe mappings), e.g. RKD or PKT students
+    add_students: list[dict[str, Any]] = Field(default_factory=list)
     splits: ShiftSplitsSpec = Field(default_factory=ShiftSplitsSpec)
 
     @model_validator(mode="after")
@@ -111,6 +138,9 @@ def load_base_recipe(recipe: ShiftRecipe, recipe_path: Path, epochs: int | None 
     if epochs is not None:
         assignments = [*epochs_overrides(reference, epochs), *assignments]
     applied = [(apply_override(data, assignment), assignment) for assignment in assignments]
+    if recipe.add_students:
+        students = data.get("students")
+        data["students"] = [*(students if isinstance(students, list) else []), *recipe.add_students]
     base = validate_recipe(data, f"{path} (the base of shift recipe {recipe.name})", applied)
     names = [student.name for student in base.students]
     for method in recipe.methods:

@@ -9,7 +9,9 @@
 ``DIR/split-<k>/seed-<s>/``  an ordinary run directory of the base recipe on split k (the teacher
                           and every compared student), written by ``distill compare``'s machinery,
                           so an interrupted study continues where it stopped
-``DIR/split-<k>/agreement-seed-<s>.json``  teacher–student argmax agreement on split k's test set
+``DIR/split-<k>/scores-seed-<s>.json``  the seed's scores on split k: test accuracy and argmax
+                          agreement with the teacher (sub-populations), or Recall@1 on the unseen
+                          classes and nearest-neighbour agreement (class swaps)
 
 The splits are a function of the recipe only (the pooled data, the feature map, the k-means seed),
 so they are built once and read back on every later call.
@@ -17,7 +19,6 @@ so they are built once and read back on every later call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from distill.assemble import model_spec_from_json
 from distill.compare import Comparison, run_comparison
@@ -33,14 +35,17 @@ from distill.data import load_data
 from distill.data.bundle import DataBundle
 from distill.data.sources import atomic_save_npz
 from distill.engine.checkpoint import load_weights, read_metadata
-from distill.errors import DataError, RunDirectoryError
+from distill.errors import DataError, DistillError, RunDirectoryError
 from distill.files import atomic_write_json, make_directory, read_json_object
 from distill.models import build_model
 from distill.report.rundir import recipe_differences
 from distill.runner import EpochCallback
+from distill.shift.retrieval import neighbour_agreement, recall_at_1
 from distill.shift.splits import (
     SubpopulationSplit,
+    class_mean_features,
     class_sample_fid,
+    class_swap_splits,
     pca_features,
     random_class_split,
     random_projection_features,
@@ -55,7 +60,9 @@ SeedStart = Callable[[int, Path, bool], None]
 @dataclass(frozen=True)
 class SplitRecord:
     """One kept split: its position ``index`` in FID order, the swap ``step`` that made it, its
-    FID, and the files holding its examples."""
+    FID, and the files holding its examples. Open-set splits (class swaps) also hold the unseen
+    classes' examples (``unseen_path``, ``unseen_samples``): there ``test_path`` holds examples of
+    the training classes held out of training."""
 
     index: int
     kind: str
@@ -65,6 +72,8 @@ class SplitRecord:
     test_samples: int
     train_path: Path
     test_path: Path
+    unseen_path: Path | None = None
+    unseen_samples: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +85,8 @@ class SplitRecord:
             "test_samples": self.test_samples,
             "train_path": self.train_path.name,
             "test_path": self.test_path.name,
+            "unseen_path": None if self.unseen_path is None else self.unseen_path.name,
+            "unseen_samples": self.unseen_samples,
         }
 
 
@@ -103,13 +114,21 @@ def _study_payload(recipe: ShiftRecipe, base: Recipe) -> dict[str, Any]:
 
 
 def open_study(directory: Path, recipe: ShiftRecipe, base: Recipe) -> None:
-    """Create the study directory, or check that it holds this very study."""
+    """Create the study directory, or check that it holds this very study. The stored recipes are
+    validated again before the comparison, so a field added since (at its default) is no
+    difference."""
     path = directory / "study.json"
     payload = _study_payload(recipe, base)
     if path.exists():
         stored = read_json_object(path, "shift study", RunDirectoryError)
-        if stored != json.loads(json.dumps(payload)):
-            differences = "; ".join(recipe_differences(stored, payload))
+        try:
+            revalidated = _study_payload(
+                ShiftRecipe.model_validate(stored.get("shift")), validate_recipe(stored.get("base", {}))
+            )
+        except (ValueError, DistillError):
+            revalidated = stored
+        if revalidated != payload:
+            differences = "; ".join(recipe_differences(revalidated, payload))
             raise RunDirectoryError(
                 f"{directory} holds a shift study of another recipe ({differences}); choose another "
                 "--output-dir (nothing was overwritten)"
@@ -135,8 +154,11 @@ def _read_splits(directory: Path) -> list[SplitRecord] | None:
             test_samples=int(row["test_samples"]),
             train_path=directory / "splits" / row["train_path"],
             test_path=directory / "splits" / row["test_path"],
+            unseen_path=None if row.get("unseen_path") is None else directory / "splits" / row["unseen_path"],
+            unseen_samples=int(row.get("unseen_samples", 0)),
         )
-        if not (record.train_path.is_file() and record.test_path.is_file()):
+        files = [record.train_path, record.test_path, *([record.unseen_path] if record.unseen_path else [])]
+        if not all(path.is_file() for path in files):
             return None  # an interrupted write: build them again (deterministic)
         records.append(record)
     return records
@@ -152,9 +174,85 @@ def build_splits(directory: Path, recipe: ShiftRecipe, base: Recipe) -> list[Spl
     existing = _read_splits(directory)
     if existing is not None:
         return existing
-    spec = recipe.splits
     inputs, labels = pooled_examples(load_data(base.data))
     features = split_features(recipe, inputs)
+    folder = directory / "splits"
+    make_directory(folder)
+    writer = _SplitWriter(folder, inputs, labels)
+    if recipe.splits.kind == "classes":
+        candidates = _class_swap_splits(recipe, features, labels, writer)
+    else:
+        candidates = _subpopulation_splits(recipe, features, labels, writer)
+    atomic_write_json(
+        directory / "splits.json",
+        {
+            "kind": recipe.splits.kind,
+            "features": recipe.splits.features.model_dump(mode="json"),
+            "candidates": candidates,
+            "splits": writer.rows,
+        },
+    )
+    return writer.records
+
+
+class _SplitWriter:
+    """Writes each kept split's example files and collects its record and ``splits.json`` row."""
+
+    def __init__(self, folder: Path, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+        self.folder, self.inputs, self.labels = folder, inputs, labels
+        self.records: list[SplitRecord] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def _save(self, path: Path, mask: np.ndarray, relabel: dict[int, int] | None = None) -> int:
+        chosen = torch.from_numpy(np.flatnonzero(mask))
+        targets = self.labels[chosen].numpy()
+        if relabel is not None:
+            targets = np.asarray([relabel[int(label)] for label in targets], dtype=np.int64)
+        atomic_save_npz(path, x=self.inputs[chosen].numpy(), y=targets)
+        return int(chosen.numel())
+
+    def keep(
+        self,
+        kind: str,
+        step: int,
+        fid: float,
+        train_mask: np.ndarray,
+        test_mask: np.ndarray,
+        unseen_mask: np.ndarray | None = None,
+        relabel: dict[int, int] | None = None,
+        **extra: Any,
+    ) -> None:
+        index = len(self.records)
+        train_path = self.folder / f"split-{index}-train.npz"
+        test_path = self.folder / f"split-{index}-test.npz"
+        unseen_path = None if unseen_mask is None else self.folder / f"split-{index}-unseen.npz"
+        record = SplitRecord(
+            index,
+            kind,
+            step,
+            fid,
+            self._save(train_path, train_mask, relabel),
+            self._save(test_path, test_mask, relabel),
+            train_path,
+            test_path,
+            unseen_path,
+            0 if unseen_path is None or unseen_mask is None else self._save(unseen_path, unseen_mask),
+        )
+        self.records.append(record)
+        self.rows.append({**record.as_json(), **extra})
+
+
+def _too_few(count: int, found: int, remedy: str) -> DataError:
+    return DataError(
+        f"splits.count is {count} but the swaps stopped raising the FID after {found} split(s); "
+        f"lower splits.count, or {remedy}"
+    )
+
+
+def _subpopulation_splits(
+    recipe: ShiftRecipe, features: np.ndarray, labels: torch.Tensor, writer: _SplitWriter
+) -> int:
+    spec = recipe.splits
     try:
         found = subpopulation_splits(
             features,
@@ -170,45 +268,64 @@ def build_splits(directory: Path, recipe: ShiftRecipe, base: Recipe) -> list[Spl
     except ValueError as error:
         raise DataError(f"splits: {error}") from None
     if len(found) < spec.count:
-        raise DataError(
-            f"splits.count is {spec.count} but the swaps stopped raising the FID after "
-            f"{len(found)} split(s); lower splits.count, or raise splits.clusters_per_class or "
-            "splits.removal_steps"
-        )
-    kept: list[SubpopulationSplit] = select_spread(found, spec.count)
-    folder = directory / "splits"
-    make_directory(folder)
-    records: list[SplitRecord] = []
-    rows: list[dict[str, Any]] = []
-
-    def keep(kind: str, step: int, fid: float, train_mask: np.ndarray, test_mask: np.ndarray) -> SplitRecord:
-        index = len(records)
-        paths = folder / f"split-{index}-train.npz", folder / f"split-{index}-test.npz"
-        for path, mask in zip(paths, (train_mask, test_mask), strict=True):
-            chosen = torch.from_numpy(np.flatnonzero(mask))
-            atomic_save_npz(path, x=inputs[chosen].numpy(), y=labels[chosen].numpy())
-        record = SplitRecord(index, kind, step, fid, int(train_mask.sum()), int(test_mask.sum()), *paths)
-        records.append(record)
-        return record
-
-    if spec.iid:
+        raise _too_few(spec.count, len(found), "raise splits.clusters_per_class or splits.removal_steps")
+    if spec.with_iid:
         train_mask, test_mask = random_class_split(labels.numpy(), spec.train_fraction, spec.seed)
         fid = class_sample_fid(features, labels.numpy(), train_mask, test_mask)
-        rows.append(keep("iid", -1, fid, train_mask, test_mask).as_json())
+        writer.keep("iid", -1, fid, train_mask, test_mask)
+    kept: list[SubpopulationSplit] = select_spread(found, spec.count)
     for split in kept:
-        record = keep(split.kind, split.step, float(split.fid), split.train_mask, split.test_mask)
-        rows.append(
-            {
-                **record.as_json(),
-                "train_units": _units(split.train_units),
-                "test_units": _units(split.test_units),
-            }
+        writer.keep(
+            split.kind,
+            split.step,
+            float(split.fid),
+            split.train_mask,
+            split.test_mask,
+            train_units=_units(split.train_units),
+            test_units=_units(split.test_units),
         )
-    atomic_write_json(
-        directory / "splits.json",
-        {"features": spec.features.model_dump(mode="json"), "candidates": len(found), "splits": rows},
-    )
-    return records
+    return len(found)
+
+
+def _class_swap_splits(
+    recipe: ShiftRecipe, features: np.ndarray, labels: torch.Tensor, writer: _SplitWriter
+) -> int:
+    spec = recipe.splits
+    label_array = labels.numpy()
+    classes, means = class_mean_features(features, label_array)
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 3]))
+    initial = sorted(int(i) for i in rng.permutation(len(classes))[: len(classes) // 2])
+    try:  # the official split_maker: swaps without an FID check; every distinct split it visits
+        visited = class_swap_splits(
+            means, initial, spec.steps, spec.history, spec.removal_steps, stop_when_flat=False
+        )
+    except ValueError as error:
+        raise DataError(f"splits: {error}") from None
+    found, seen_sides = [], set()
+    for split in visited:
+        sides = (frozenset(split.train_classes), frozenset(split.test_classes))
+        if sides not in seen_sides:
+            seen_sides.add(sides)
+            found.append(split)
+    if len(found) < spec.count:
+        raise _too_few(spec.count, len(found), "raise splits.removal_steps")
+    held_out, _ = random_class_split(label_array, spec.held_out, spec.seed)
+    for split in select_spread(found, spec.count):
+        seen = [int(classes[i]) for i in split.train_classes]
+        unseen = [int(classes[i]) for i in split.test_classes]
+        in_seen = np.isin(label_array, seen)
+        writer.keep(
+            split.kind,
+            split.step,
+            float(split.fid),
+            in_seen & ~held_out,
+            in_seen & held_out,
+            unseen_mask=np.isin(label_array, unseen),
+            relabel={label: position for position, label in enumerate(sorted(seen))},
+            train_classes=sorted(seen),
+            unseen_classes=sorted(unseen),
+        )
+    return len(found)
 
 
 def split_recipe(base: Recipe, record: SplitRecord) -> Recipe:
@@ -226,28 +343,65 @@ def split_recipe(base: Recipe, record: SplitRecord) -> Recipe:
     return validate_recipe(payload, f"{base.name} on split {record.index}")
 
 
-def _predictions(checkpoint: Path, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+def _load(checkpoint: Path) -> nn.Module:
     metadata = read_metadata(checkpoint)
     spec = model_spec_from_json(metadata["model"], checkpoint)
     model = build_model(spec, tuple(metadata["input_shape"]), int(metadata["num_classes"]))
     load_weights(checkpoint, model)
-    model.eval()
+    return model.eval()
+
+
+def _outputs(checkpoint: Path, inputs: torch.Tensor, embed: bool, batch_size: int = 512) -> torch.Tensor:
+    """The model's logits, or with ``embed`` its embedding: the input of its last linear layer
+    (the features its classifier reads), flattened."""
+    model = _load(checkpoint)
+    captured: list[torch.Tensor] = []
+    handle = None
+    if embed:
+        last = [module for module in model.modules() if isinstance(module, nn.Linear)][-1]
+        handle = last.register_forward_hook(lambda _m, args, _out: captured.append(args[0].flatten(1)))
+    parts = []
     with torch.no_grad():
-        parts = [model(inputs[i : i + batch_size]).argmax(1) for i in range(0, inputs.shape[0], batch_size)]
+        for start in range(0, inputs.shape[0], batch_size):
+            logits = model(inputs[start : start + batch_size])
+            parts.append(captured.pop() if embed else logits)
+    if handle is not None:
+        handle.remove()
     return torch.cat(parts)
 
 
-def agreement(run_dir: Path, test_path: Path, methods: list[str]) -> dict[str, float]:
-    """Each method's argmax agreement with the run's teacher on the split's test examples."""
+def _read_examples(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    with np.load(path) as arrays:
+        return torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+
+
+def scores(run_dir: Path, record: SplitRecord, methods: list[str]) -> dict[str, Any]:
+    """One seed's scores on a split. Closed set: every model's test accuracy on the shifted test
+    split, and each method's argmax agreement with the teacher. Open set: every model's Recall@1
+    on the unseen classes, and each method's nearest-neighbour agreement with the teacher."""
     summary = read_json_object(run_dir / "summary.json", "run summary", RunDirectoryError)
     rows = {row["name"]: row for row in summary["results"]}
     teacher = next(row for row in summary["results"] if row["role"] == "teacher")
-    with np.load(test_path) as arrays:
-        inputs = torch.from_numpy(arrays["x"])
-    reference = _predictions(Path(teacher["checkpoint"]), inputs)
+    checkpoints = {name: Path(rows[name]["checkpoint"]) for name in methods}
+    open_set = record.unseen_path is not None
+    inputs, labels = _read_examples(record.unseen_path if record.unseen_path else record.test_path)
+    reference = _outputs(Path(teacher["checkpoint"]), inputs, open_set)
+    outputs = {name: _outputs(path, inputs, open_set) for name, path in checkpoints.items()}
+    if open_set:
+        return {
+            "teacher": recall_at_1(reference, labels),
+            "accuracy": {name: recall_at_1(output, labels) for name, output in outputs.items()},
+            "agreement": {name: neighbour_agreement(output, reference) for name, output in outputs.items()},
+            "closed_set": {name: float(row["test_accuracy"]) for name, row in rows.items()},
+        }
+    agreement = {
+        name: float((output.argmax(1) == reference.argmax(1)).double().mean())
+        for name, output in outputs.items()
+    }
     return {
-        name: float((_predictions(Path(rows[name]["checkpoint"]), inputs) == reference).float().mean())
-        for name in methods
+        "teacher": float(teacher["test_accuracy"]),
+        "accuracy": {name: float(row["test_accuracy"]) for name, row in rows.items()},
+        "agreement": agreement,
     }
 
 
@@ -261,22 +415,17 @@ def run_split(
     on_seed_start: SeedStart | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Train (or reuse) the teacher and every method on one split for every seed; per seed the
-    test accuracies by model name and each method's agreement with the teacher."""
+    scores of :func:`scores` (kept in ``split-<k>/scores-seed-<s>.json``)."""
     comparison = Comparison(
         split_recipe(base, record), tuple(methods), seeds, directory / f"split-{record.index}"
     )
     run_comparison(comparison, on_epoch_end=on_epoch_end, on_seed_start=on_seed_start)
     results: dict[int, dict[str, Any]] = {}
     for seed in comparison.seed_values():
-        run_dir = comparison.run_dir(seed)
-        summary = read_json_object(run_dir / "summary.json", "run summary", RunDirectoryError)
-        accuracy = {row["name"]: float(row["test_accuracy"]) for row in summary["results"]}
-        teacher = next(row["name"] for row in summary["results"] if row["role"] == "teacher")
-        stored = comparison.output_dir / f"agreement-seed-{seed}.json"
+        stored = comparison.output_dir / f"scores-seed-{seed}.json"
         if stored.exists():
-            agreed = read_json_object(stored, "agreement", RunDirectoryError)
+            results[seed] = read_json_object(stored, "scores", RunDirectoryError)
         else:
-            agreed = agreement(run_dir, record.test_path, methods)
-            atomic_write_json(stored, agreed)
-        results[seed] = {"teacher": accuracy[teacher], "accuracy": accuracy, "agreement": agreed}
+            results[seed] = scores(comparison.run_dir(seed), record, methods)
+            atomic_write_json(stored, results[seed])
     return results
