@@ -64,6 +64,30 @@ def test_compare_refuses_a_directory_made_for_other_methods(tmp_path, write_reci
     assert "holds a comparison of a different recipe" in capsys.readouterr().err
 
 
+def test_a_folder_written_before_a_field_was_added_is_still_reused(tmp_path, write_recipe, capsys):
+    """A run's recipe.yaml from before a schema addition lacks the new field (here ``train.sync``
+    and ``reference``, both at their defaults); the comparison still recognises the finished seed."""
+    recipe = write_recipe(
+        tiny_recipe(
+            data={"name": "mnist1d", "num_samples": 300},
+            teacher=None,
+            students=[{"name": "s", "model": {"name": "mlp", "hidden": [16]}}],
+        )
+    )
+    out = tmp_path / "cmp"
+    assert compare(recipe, out, methods="scratch", seeds=1) == 0
+    stored_path = out / "seed-3" / "recipe.yaml"
+    stored = yaml.safe_load(stored_path.read_text())
+    del stored["train"]["sync"], stored["reference"]
+    stored_path.write_text(yaml.safe_dump(stored, sort_keys=False))
+    capsys.readouterr()
+    assert compare(recipe, out, methods="scratch", seeds=1) == 0
+    assert "finished, reused" in capsys.readouterr().out
+    stored["train"]["epochs"] += 1  # a real difference is still one
+    stored_path.write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert compare(recipe, out, methods="scratch", seeds=1) == 2
+
+
 def test_compare_input_errors(tmp_path, write_recipe, capsys):
     recipe = write_recipe(tiny_recipe())
     assert compare(recipe, tmp_path / "a", methods="scratch,nope") == 2

@@ -30,8 +30,9 @@ from typing import Any
 
 import yaml
 
+from distill.config import validate_recipe
 from distill.engine import distributed
-from distill.errors import RunDirectoryError
+from distill.errors import DistillError, RunDirectoryError
 from distill.files import (
     DirectoryLock,
     atomic_write_bytes,
@@ -185,10 +186,21 @@ class RunDirectory:
         self.lock.release()
 
     def holds_recipe(self, resolved_recipe: dict[str, Any]) -> bool:
-        """Whether the directory's ``recipe.yaml`` is ``resolved_recipe`` (``False`` if absent)."""
+        """Whether the directory's ``recipe.yaml`` is ``resolved_recipe`` (``False`` if absent).
+
+        A recipe written before a field was added to the schema lacks that field; it is validated
+        again (filling the field's default) before it is called different.
+        """
         if not self.recipe_path.exists():
             return False
-        return self._stored_recipe() == self._as_stored(resolved_recipe)
+        stored, wanted = self._stored_recipe(), self._as_stored(resolved_recipe)
+        if stored == wanted:
+            return True
+        try:
+            current = validate_recipe(stored, str(self.recipe_path)).model_dump(mode="json")
+        except DistillError:
+            return False
+        return bool(self._as_stored(current) == wanted)
 
     def _stored_recipe(self) -> Any:
         return yaml.safe_load(self.recipe_path.read_text())
