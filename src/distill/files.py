@@ -163,9 +163,10 @@ class DirectoryLock:
         self.path = Path(directory) / self.NAME
         self._descriptor: int | None = None
 
-    def acquire(self, what: str) -> None:
+    def acquire(self, what: str, wait: bool = False) -> None:
         """Take the lock, or raise :class:`RunDirectoryError` naming the process that holds it;
-        ``what`` names the directory's use in that message (e.g. "run")."""
+        ``what`` names the directory's use in that message (e.g. "run"). With ``wait`` the call
+        blocks until the holder lets go instead (for short critical sections, e.g. a cache fill)."""
         if fcntl is None:  # pragma: no cover
             return
         try:
@@ -173,7 +174,7 @@ class DirectoryLock:
         except OSError as error:
             raise storage_error(error, "write", self.path) from None
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(descriptor)

@@ -30,7 +30,8 @@ import hashlib
 import json
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,7 @@ from torch import nn
 
 from distill.data.augment import AugmentPlan, AugmentSpec, planned_batches
 from distill.data.bundle import DataBundle, Split
-from distill.files import atomic_write_json
+from distill.files import DirectoryLock, atomic_write_json
 from distill.models.taps import FeatureTaps
 from distill.schema import BatchSize, FilePath, PositiveInt, Section
 
@@ -205,7 +206,24 @@ class TeacherOutputCache:
         """Tapped layer name → its file's stem (``feature-<i>``, by the key's order)."""
         return {name: f"feature-{index}" for index, (name, _) in enumerate(self.key.features)}
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the cache directory's lock: two processes that share a cache (the same teacher,
+        data and augmentation, e.g. runs started side by side) never create, fill or record it at
+        once. Waits for the other process, which holds it only while it creates or fills a draw."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(self.path)
+        lock.acquire("teacher-output cache", wait=True)
+        try:
+            yield
+        finally:
+            lock.release()
+
     def _open(self) -> None:
+        with self._locked():
+            self._open_unlocked()
+
+    def _open_unlocked(self) -> None:
         meta = self._read_meta()
         if meta is not None:
             try:
@@ -326,7 +344,25 @@ class TeacherOutputCache:
         device: torch.device,
         batch_size: int,
     ) -> None:
-        """Run ``teacher`` over every sample of ``split`` under ``plan`` and store draw ``draw``."""
+        """Run ``teacher`` over every sample of ``split`` under ``plan`` and store draw ``draw``
+        — unless another process sharing the cache stored it since this one last looked."""
+        with self._locked():
+            on_disk = self._read_meta()
+            if on_disk is not None:  # what other processes recorded since this one opened it
+                self.meta["checksums"] = {**on_disk["checksums"], **self.meta["checksums"]}
+            if self.is_filled(draw):
+                return
+            self._fill_unlocked(draw, teacher, split, plan, device, batch_size)
+
+    def _fill_unlocked(
+        self,
+        draw: int,
+        teacher: nn.Module,
+        split: Split,
+        plan: AugmentPlan | None,
+        device: torch.device,
+        batch_size: int,
+    ) -> None:
         assert self._values is not None
         teacher.eval()
         temperature = self.key.temperature
