@@ -24,6 +24,7 @@ from rich.markup import escape
 from distill import __version__
 from distill.errors import DistillError, StorageError
 from distill.fed.command import add_fed_parser, command_fed
+from distill.ground.command import add_ground_parser, command_ground
 from distill.perceive.command import add_perceive_parser, command_perceive
 from distill.shiftstudy.command import add_shift_parser, command_shift
 
@@ -227,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_fed_parser(commands, [plugins])
     add_perceive_parser(commands, [plugins])
+    add_ground_parser(commands, [plugins])
     add_shift_parser(commands, [plugins])
 
     evaluate = commands.add_parser("eval", parents=[plugins], help="evaluate a checkpoint on a data source")
@@ -346,7 +348,7 @@ def interrupted_hint(command: str, given: list[str]) -> str:
             f"interrupted; run the same command again to continue: `{line}` (finished runs are "
             "reused, an interrupted one resumes after its last finished round)"
         )
-    if command == "perceive":
+    if command in ("perceive", "ground"):
         return (
             f"interrupted; run the same command again to continue: `{line}` (finished models are "
             "reused; the interrupted one trains again)"
@@ -847,6 +849,7 @@ COMMANDS = {
     "summarize": command_summarize,
     "fed": command_fed,
     "perceive": command_perceive,
+    "ground": command_ground,
     "shift": command_shift,
 }
 

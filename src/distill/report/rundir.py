@@ -30,7 +30,6 @@ from typing import Any
 
 import yaml
 
-from distill.config import validate_recipe
 from distill.engine import distributed
 from distill.errors import DistillError, RunDirectoryError
 from distill.files import (
@@ -196,6 +195,8 @@ class RunDirectory:
         stored, wanted = self._stored_recipe(), self._as_stored(resolved_recipe)
         if stored == wanted:
             return True
+        from distill.config import validate_recipe  # here: `distill summarize` reads runs without torch
+
         try:
             current = validate_recipe(stored, str(self.recipe_path)).model_dump(mode="json")
         except DistillError:

@@ -1,0 +1,104 @@
+"""``distill ground``: SimVG's token branch trained from the ground truth, with a fixed mix and with
+DWBD (one- and two-stage) over seeds, with the board, the latency table and the plot of w."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from distill.errors import DistillError
+
+
+def add_ground_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    ground = commands.add_parser(
+        "ground",
+        parents=parents,
+        help="visual grounding: SimVG's DWBD (decoder branch → token branch) vs TB-GT and a fixed mix",
+    )
+    ground.add_argument(
+        "recipe",
+        nargs="?",
+        default=None,
+        help="a grounding recipe .yaml or built-in name (default: quickstart)",
+    )
+    ground.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a recipe field, e.g. --set train.epochs=4 --set examples.train=500",
+    )
+    ground.add_argument("--methods", default=None, help="comma-separated methods (default: the recipe's)")
+    ground.add_argument("--seeds", type=int, default=1, help="number of seeds (recipe seed, +1, ...)")
+    ground.add_argument(  # its own dest: the generic --epochs of `run`/`compare` rewrites their recipes
+        "--epochs",
+        dest="ground_epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train every model N epochs (DWBD's second stage included; stage 1 keeps train.stage1_epochs)",
+    )
+    ground.add_argument(
+        "--output-dir", type=Path, default=None, help="board directory (re-running continues it)"
+    )
+    ground.add_argument("--quiet", action="store_true", help="print only the board")
+
+
+def command_ground(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from distill.ground.board import board_markdown, write_board
+    from distill.ground.recipes import load_ground_recipe
+    from distill.ground.session import load_model, run_seed, shared_test_examples
+    from distill.grounding.training import inference_latency
+
+    if args.seeds < 1:
+        raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
+    overrides = list(args.overrides)
+    if args.ground_epochs is not None:
+        overrides.insert(0, f"train.epochs={args.ground_epochs}")
+    if args.methods is not None:
+        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+        overrides.insert(0, f"methods=[{', '.join(methods)}]")
+    recipe, path = load_ground_recipe(args.recipe, overrides)
+    output_dir = args.output_dir or Path("runs") / f"ground-{recipe.name}"
+    seeds = [recipe.seed + offset for offset in range(args.seeds)]
+    if not args.quiet:
+        console.print(
+            f"grounding with {', '.join(recipe.methods)} on [bold]{recipe.name}[/] from {path}, "
+            f"{len(seeds)} seed(s) → {output_dir}",
+            highlight=False,
+        )
+
+    def epoch_line(name: str, record: dict[str, float]) -> None:
+        if not args.quiet:
+            console.print(
+                f"  {name} epoch {int(record['epoch'])} (stage {int(record['stage'])}): "
+                f"TB {100 * record['tb_acc']:.1f} %, DB {100 * record['db_acc']:.1f} %, "
+                f"w {record['w']:.3f}, mean ω {record['omega']:.3f}, {record['seconds']:.0f} s",
+                highlight=False,
+            )
+
+    per_seed = {}
+    for seed in seeds:
+        if not args.quiet:
+            console.print(f"seed {seed}: {output_dir / f'seed-{seed}'}", highlight=False)
+        per_seed[seed] = run_seed(recipe, seed, output_dir / f"seed-{seed}", epoch_line)
+    model = load_model(recipe, output_dir / f"seed-{seeds[0]}", recipe.methods[0])
+    latency = {
+        "threads": torch.get_num_threads(),
+        "repeats": recipe.latency.repeats,
+        "model": f"{recipe.methods[0]}, seed {seeds[0]}",
+        "timings": inference_latency(
+            model, shared_test_examples(recipe), tuple(recipe.latency.batch_sizes), recipe.latency.repeats
+        ),
+    }
+    rows = write_board(output_dir, recipe.name, seeds, per_seed, latency)
+    console.print(board_markdown(recipe.name, seeds, rows, latency), highlight=False, markup=False)
+    written = ["board.md", "board.json", "weights.png"]
+    console.print(f"wrote {', '.join(str(output_dir / name) for name in written)}", highlight=False)
+    return 0
