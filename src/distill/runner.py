@@ -31,7 +31,7 @@ from distill.assemble import (
     student_method,
     teacher_cache,
 )
-from distill.config import Recipe, TeacherSpec
+from distill.config import Recipe, StudentSpec, TeacherSpec
 from distill.data import DataBundle, load_data
 from distill.engine import distributed
 from distill.engine.artifacts import RunArtifacts
@@ -83,6 +83,23 @@ class ModelResult:
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _refuse_augmenting_token_ids(recipe: Recipe, data: DataBundle) -> None:
+    """Integer inputs (token ids, e.g. ``wordnet``) cannot be mixed, shifted or noised: a model
+    that trains on them must not ask for input augmentation."""
+    if data.train.inputs.is_floating_point():
+        return
+    trained: list[tuple[str, StudentSpec | TeacherSpec]] = []
+    if recipe.teacher is not None and recipe.teacher.checkpoint is None:
+        trained.append(("teacher", recipe.teacher))
+    trained += [(f"students[{i}]", student) for i, student in enumerate(recipe.students)]
+    for owner, member in trained:
+        if recipe.train_of(member).augment.enabled:
+            raise DistillError(
+                f"{owner}: train.augment: data '{data.name}' holds integer inputs (token ids), which "
+                "input augmentation (mixup, shift, noise, flip, crop) cannot transform; turn it off"
+            )
 
 
 class RecipeRunner:
@@ -185,6 +202,7 @@ class RecipeRunner:
         Returns the teacher loaded from its checkpoint, if the recipe names one.
         """
         spec = self.recipe.teacher
+        _refuse_augmenting_token_ids(self.recipe, data)
         loaded = None
         teacher = None
         if spec is not None and spec.checkpoint is not None:

@@ -332,5 +332,5 @@ def load_data(spec: DataSpec) -> DataBundle:
     return bundle
 
 
-from distill.data import fashion_mnist  # noqa: E402, F401  (registers "fashion-mnist"; it imports this module)
+from distill.data import fashion_mnist, wordnet  # noqa: E402, F401  (register "fashion-mnist", "wordnet")
 from distill.data.cifar100 import load_cifar100  # noqa: E402, F401  (registers "cifar100"; it imports this)

@@ -9,7 +9,7 @@ from typing import cast
 
 from torch import nn
 
-from distill.models import branches, cheap, cnn, mlp, resnet  # noqa: F401  (registration side effects)
+from distill.models import branches, cheap, cnn, mlp, resnet, text_models  # noqa: F401  (registration)
 from distill.models.cnn import count_parameters
 from distill.models.fields import model_field, validate_model_spec
 from distill.models.imported import ImportedModelSpec, build_imported
