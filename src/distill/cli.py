@@ -25,6 +25,7 @@ from distill import __version__
 from distill.errors import DistillError, StorageError
 from distill.fed.command import add_fed_parser, command_fed
 from distill.ground.command import add_ground_parser, command_ground
+from distill.lmkd.command import add_lm_parser, command_lm
 from distill.perceive.command import add_perceive_parser, command_perceive
 from distill.shiftstudy.command import add_shift_parser, command_shift
 
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fed_parser(commands, [plugins])
     add_perceive_parser(commands, [plugins])
     add_ground_parser(commands, [plugins])
+    add_lm_parser(commands, [plugins])
     add_shift_parser(commands, [plugins])
 
     evaluate = commands.add_parser("eval", parents=[plugins], help="evaluate a checkpoint on a data source")
@@ -348,7 +350,7 @@ def interrupted_hint(command: str, given: list[str]) -> str:
             f"interrupted; run the same command again to continue: `{line}` (finished runs are "
             "reused, an interrupted one resumes after its last finished round)"
         )
-    if command in ("perceive", "ground"):
+    if command in ("perceive", "ground", "lm"):
         return (
             f"interrupted; run the same command again to continue: `{line}` (finished models are "
             "reused; the interrupted one trains again)"
@@ -850,6 +852,7 @@ COMMANDS = {
     "fed": command_fed,
     "perceive": command_perceive,
     "ground": command_ground,
+    "lm": command_lm,
     "shift": command_shift,
 }
 
