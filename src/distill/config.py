@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 import yaml
 from pydantic import (
@@ -242,6 +242,28 @@ def resolve_named_recipe(reference: str | None, folder: Path, kind: str, default
         raise RecipeError(f"recipe file not found: {name}")
     names = builtin_recipe_names(folder)
     raise RecipeError(unknown_name_message(kind, name, names) + " (or give a path to a .yaml file)")
+
+
+SectionT = TypeVar("SectionT", bound=Section)
+
+
+def load_section_recipe(
+    reference: str | None,
+    overrides: list[str] | None,
+    folder: Path,
+    kind: str,
+    schema: type[SectionT],
+) -> tuple[SectionT, Path]:
+    """Read a recipe of another command's ``schema`` (a file, or a built-in name in ``folder``,
+    ``quickstart`` by default), apply ``--set`` ``overrides`` and validate it; errors name the
+    file, the field and the override at fault. Returns the recipe and its file."""
+    path = resolve_named_recipe(reference, folder, kind, "quickstart")
+    data: dict[str, Any] = read_recipe_file(path)
+    applied = [(apply_override(data, assignment), assignment) for assignment in overrides or []]
+    try:
+        return schema.model_validate(data), path
+    except ValidationError as error:
+        raise RecipeError(format_validation_error(error, data, str(path), applied)) from None
 
 
 def resolve_recipe_path(reference: str | None) -> Path:

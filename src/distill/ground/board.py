@@ -9,6 +9,7 @@ from typing import Any
 
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.report.plots import save_figure
+from distill.report.study import mean_std
 
 #: What each method trains TB from, for the table.
 TARGETS = {
@@ -19,20 +20,16 @@ TARGETS = {
 }
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def board_rows(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per method, in the order of the first seed, aggregated over the seeds."""
     first = next(iter(per_seed.values()))
     rows = []
     for name in first:
         runs = [results[name] for results in per_seed.values() if name in results]
-        tb, tb_std = _spread([100 * run["tb_acc"] for run in runs])
-        db, db_std = _spread([100 * run["db_acc"] for run in runs])
-        w, w_std = _spread([run["w_final"] for run in runs])
-        omega, omega_std = _spread([run["omega_final"] for run in runs])
+        tb, tb_std = mean_std([100 * run["tb_acc"] for run in runs])
+        db, db_std = mean_std([100 * run["db_acc"] for run in runs])
+        w, w_std = mean_std([run["w_final"] for run in runs])
+        omega, omega_std = mean_std([run["omega_final"] for run in runs])
         rows.append(
             {
                 "method": name,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from distill.config import apply_override, format_validation_error, read_recipe_file, resolve_named_recipe
-from distill.errors import RecipeError
+from distill.config import (
+    load_section_recipe,
+)
 from distill.grounding.dwbd import METHODS, plan_of
 from distill.grounding.models import GroundingModelSpec
 from distill.grounding.training import GroundingTrainSpec
@@ -74,10 +74,4 @@ def load_ground_recipe(
     reference: str | None, overrides: list[str] | None = None
 ) -> tuple[GroundRecipe, Path]:
     """Read, override and validate a grounding recipe; returns it and its file."""
-    path = resolve_named_recipe(reference, BUILTIN_GROUND_RECIPES, "grounding recipe", "quickstart")
-    data: dict[str, Any] = read_recipe_file(path)
-    applied = [(apply_override(data, assignment), assignment) for assignment in overrides or []]
-    try:
-        return GroundRecipe.model_validate(data), path
-    except ValidationError as error:
-        raise RecipeError(format_validation_error(error, data, str(path), applied)) from None
+    return load_section_recipe(reference, overrides, BUILTIN_GROUND_RECIPES, "grounding recipe", GroundRecipe)

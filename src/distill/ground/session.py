@@ -25,6 +25,7 @@ from distill.grounding.dwbd import plan_of
 from distill.grounding.models import GroundingModel
 from distill.grounding.training import build_model, stage_epochs, train_model
 from distill.grounding.world import Examples, generate_examples
+from distill.report.study import claim_seed_directory, read_stored_object
 
 EpochLine = Callable[[str, dict[str, float]], None]
 
@@ -45,40 +46,13 @@ def _recipe_payload(recipe: GroundRecipe, seed: int) -> dict[str, Any]:
     return {**payload, "seed": seed}
 
 
-def _check_directory(directory: Path, payload: dict[str, Any]) -> None:
-    stored = directory / "recipe.json"
-    if stored.exists():
-        try:
-            same = json.loads(stored.read_text()) == payload
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            raise RunDirectoryError(
-                f"{directory} holds a grounding run of a different recipe or seed; choose another "
-                "--output-dir (nothing was overwritten)"
-            )
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stored, payload)
-
-
-def _read_results(directory: Path) -> dict[str, Any]:
-    path = directory / "results.json"
-    if not path.exists():
-        return {}
-    try:
-        results: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RunDirectoryError(f"{path}: unreadable results ({error}); remove it to retrain") from None
-    return results
-
-
 def run_seed(
     recipe: GroundRecipe, seed: int, directory: Path, on_epoch: EpochLine | None = None
 ) -> dict[str, Any]:
     """Train (or reuse) every method of ``recipe`` for ``seed`` in ``directory``; returns the
     per-model results."""
-    _check_directory(directory, _recipe_payload(recipe, seed))
-    results = _read_results(directory)
+    claim_seed_directory(directory, _recipe_payload(recipe, seed), "grounding")
+    results = read_stored_object(directory / "results.json", "grounding results")
     examples: tuple[Examples, Examples] | None = None  # generated only if some model still trains
     for name in recipe.methods:
         plan = plan_of(name)

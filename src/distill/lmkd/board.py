@@ -10,6 +10,7 @@ from typing import Any
 
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.report.plots import save_figure
+from distill.report.study import mean_std
 
 #: What each row trains on, for the table.
 OBJECTIVES = {
@@ -21,18 +22,14 @@ OBJECTIVES = {
 }
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def board_rows(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per model, in the order of the first seed, aggregated over the seeds."""
     first = next(iter(per_seed.values()))
     rows = []
     for name in first:
         runs = [results[name] for results in per_seed.values() if name in results]
-        ppl, ppl_std = _spread([run["perplexity"] for run in runs])
-        nll, nll_std = _spread([run["teacher_nll"] for run in runs])
+        ppl, ppl_std = mean_std([run["perplexity"] for run in runs])
+        nll, nll_std = mean_std([run["teacher_nll"] for run in runs])
         rows.append(
             {
                 "method": name,

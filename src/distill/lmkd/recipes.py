@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from distill.config import apply_override, format_validation_error, read_recipe_file, resolve_named_recipe
-from distill.errors import RecipeError
+from distill.config import (
+    load_section_recipe,
+)
 from distill.schema import FilePath, Section, Seed
 
 BUILTIN_LM_RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "lm"
@@ -160,10 +161,4 @@ class LMRecipe(Section):
 
 def load_lm_recipe(reference: str | None, overrides: list[str] | None = None) -> tuple[LMRecipe, Path]:
     """Read, override and validate a language-model recipe; returns it and its file."""
-    path = resolve_named_recipe(reference, BUILTIN_LM_RECIPES, "lm recipe", "quickstart")
-    data: dict[str, Any] = read_recipe_file(path)
-    applied = [(apply_override(data, assignment), assignment) for assignment in overrides or []]
-    try:
-        return LMRecipe.model_validate(data), path
-    except ValidationError as error:
-        raise RecipeError(format_validation_error(error, data, str(path), applied)) from None
+    return load_section_recipe(reference, overrides, BUILTIN_LM_RECIPES, "lm recipe", LMRecipe)

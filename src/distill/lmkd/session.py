@@ -26,7 +26,7 @@ from safetensors.torch import load, save
 from tokenizers import Tokenizer
 
 from distill.errors import DataError, RunDirectoryError
-from distill.files import atomic_write_bytes, atomic_write_json, read_json_object
+from distill.files import atomic_write_bytes, atomic_write_json
 from distill.lmkd.recipes import LMRecipe
 from distill.lmkd.training import (
     Objective,
@@ -36,6 +36,7 @@ from distill.lmkd.training import (
     student_training_set,
     train_lm,
 )
+from distill.report.study import claim_seed_directory, read_stored_object
 from distill.text.gpt import GPT, count_parameters
 from distill.text.lm_data import (
     Sequences,
@@ -116,34 +117,6 @@ def _recipe_payload(recipe: LMRecipe, seed: int) -> dict[str, Any]:
     return {**recipe.model_dump(mode="json"), "seed": seed}
 
 
-def _check_directory(directory: Path, payload: dict[str, Any]) -> None:
-    stored = directory / "recipe.json"
-    if stored.exists():
-        try:
-            same = json.loads(stored.read_text()) == payload
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            raise RunDirectoryError(
-                f"{directory} holds a language-model run of a different recipe or seed; choose "
-                "another --output-dir (nothing was overwritten)"
-            )
-    elif directory.exists() and any(directory.iterdir()):
-        raise RunDirectoryError(
-            f"{directory} is not empty and holds no recipe.json of a language-model run; choose "
-            "another --output-dir (nothing was overwritten)"
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stored, payload)
-
-
-def _read_object(path: Path, what: str) -> dict[str, Any]:
-    """A run directory's JSON object, ``{}`` if absent; unreadable: a clear error."""
-    if not path.exists():
-        return {}
-    return read_json_object(path, f"{what} (remove it to retrain)", RunDirectoryError)
-
-
 def _load_weights(model: GPT, path: Path) -> GPT:
     try:
         model.load_state_dict(load(path.read_bytes()))
@@ -169,12 +142,12 @@ def run_seed(
     """Train (or reuse) the teacher and every method of ``recipe`` for ``seed`` in ``directory``;
     returns the per-model results (teacher first)."""
     texts = corpus_texts(recipe, source)  # a data problem stops the run before it writes anything
-    _check_directory(directory, _recipe_payload(recipe, seed))
+    claim_seed_directory(directory, _recipe_payload(recipe, seed), "language-model", refuse_foreign=True)
     corpus = prepare_corpus(recipe, directory, texts)
     vocab_size = corpus.tokenizer.get_vocab_size()
-    results = _read_object(directory / "results.json", "lm results")
+    results = read_stored_object(directory / "results.json", "lm results")
     samples_path = directory / "samples.json"
-    samples = _read_object(samples_path, "lm samples")
+    samples = read_stored_object(samples_path, "lm samples")
     order = [TEACHER, *sorted(recipe.methods, key=lambda name: name != "ce")]  # ce first: a start
     teacher: GPT | None = None
     for name in order:

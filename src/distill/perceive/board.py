@@ -14,6 +14,7 @@ from distill.files import atomic_write_bytes, atomic_write_json
 from distill.perception.models import PerceptionModel
 from distill.perception.world import Scenes
 from distill.report.plots import save_figure
+from distill.report.study import mean_std
 
 #: What each row's communication is, for the table.
 SHARES = {
@@ -27,18 +28,14 @@ SHARES = {
 }
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def board_rows(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per method, in the order of the first seed, aggregated over the seeds."""
     first = next(iter(per_seed.values()))
     rows = []
     for name in first:
         runs = [results[name] for results in per_seed.values() if name in results]
-        iou, iou_std = _spread([100 * run["iou"] for run in runs])
-        occluded, occluded_std = _spread([100 * run["iou_occluded"] for run in runs])
+        iou, iou_std = mean_std([100 * run["iou"] for run in runs])
+        occluded, occluded_std = mean_std([100 * run["iou_occluded"] for run in runs])
         rows.append(
             {
                 "method": name,

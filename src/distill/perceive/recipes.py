@@ -4,12 +4,12 @@ applies."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from distill.config import apply_override, format_validation_error, read_recipe_file, resolve_named_recipe
-from distill.errors import RecipeError
+from distill.config import (
+    load_section_recipe,
+)
 from distill.perception.training import BASE_METHODS, PerceptionTrainSpec, plan_of
 from distill.perception.world import WorldSpec
 from distill.schema import Section, Seed
@@ -78,10 +78,6 @@ def load_perceive_recipe(
     reference: str | None, overrides: list[str] | None = None
 ) -> tuple[PerceiveRecipe, Path]:
     """Read, override and validate a perception recipe; returns it and its file."""
-    path = resolve_named_recipe(reference, BUILTIN_PERCEIVE_RECIPES, "perception recipe", "quickstart")
-    data: dict[str, Any] = read_recipe_file(path)
-    applied = [(apply_override(data, assignment), assignment) for assignment in overrides or []]
-    try:
-        return PerceiveRecipe.model_validate(data), path
-    except ValidationError as error:
-        raise RecipeError(format_validation_error(error, data, str(path), applied)) from None
+    return load_section_recipe(
+        reference, overrides, BUILTIN_PERCEIVE_RECIPES, "perception recipe", PerceiveRecipe
+    )

@@ -23,6 +23,7 @@ from distill.perceive.recipes import PerceiveRecipe
 from distill.perception.models import PerceptionModel
 from distill.perception.training import plan_of, train_model
 from distill.perception.world import Scenes, generate_scenes
+from distill.report.study import claim_seed_directory, read_stored_object
 
 EpochLine = Callable[[str, dict[str, float]], None]
 
@@ -39,33 +40,6 @@ def shared_test_scenes(recipe: PerceiveRecipe) -> Scenes:
 
 def _recipe_payload(recipe: PerceiveRecipe, seed: int) -> dict[str, Any]:
     return {**recipe.model_dump(mode="json"), "seed": seed}
-
-
-def _check_directory(directory: Path, payload: dict[str, Any]) -> None:
-    stored = directory / "recipe.json"
-    if stored.exists():
-        try:
-            same = json.loads(stored.read_text()) == payload
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            raise RunDirectoryError(
-                f"{directory} holds a perception run of a different recipe or seed; choose another "
-                "--output-dir (nothing was overwritten)"
-            )
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(stored, payload)
-
-
-def _read_results(directory: Path) -> dict[str, Any]:
-    path = directory / "results.json"
-    if not path.exists():
-        return {}
-    try:
-        results: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RunDirectoryError(f"{path}: unreadable results ({error}); remove it to retrain") from None
-    return results
 
 
 def _load_weights(model: PerceptionModel, path: Path) -> None:
@@ -85,8 +59,8 @@ def run_seed(
 ) -> dict[str, Any]:
     """Train (or reuse) the teacher and every method of ``recipe`` for ``seed`` in ``directory``;
     returns the per-model results."""
-    _check_directory(directory, _recipe_payload(recipe, seed))
-    results = _read_results(directory)
+    claim_seed_directory(directory, _recipe_payload(recipe, seed), "perception")
+    results = read_stored_object(directory / "results.json", "perception results")
     scenes: tuple[Scenes, Scenes] | None = None  # generated only if some model still trains
     order = ["early", *(name for name in recipe.methods if name != "early")]
     teacher: PerceptionModel | None = None

@@ -19,13 +19,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from distill.files import atomic_write_bytes, atomic_write_json
+from distill.report.study import mean_std
 
 TEACHER = "teacher"
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
 
 
 def normalised_area(fids: list[float], values: list[float]) -> float:
@@ -61,21 +57,19 @@ def build_report(
     for split, results in zip(splits, per_split, strict=True):
         seeds = sorted(results)
         accuracy = {
-            model: _mean_std(
+            model: mean_std(
                 [results[s]["teacher"] if model == TEACHER else results[s]["accuracy"][model] for s in seeds]
             )
             for model in models
         }
         gain = {
-            method: _mean_std(
+            method: mean_std(
                 [results[s]["accuracy"][method] - results[s]["accuracy"][reference] for s in seeds]
             )
             for method in methods
             if method != reference
         }
-        agreement = {
-            method: _mean_std([results[s]["agreement"][method] for s in seeds]) for method in methods
-        }
+        agreement = {method: mean_std([results[s]["agreement"][method] for s in seeds]) for method in methods}
         rows.append(
             {
                 "split": split["index"],

@@ -11,15 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from distill.config import (
     Recipe,
     apply_override,
     epochs_overrides,
-    format_validation_error,
+    load_section_recipe,
     read_recipe_file,
-    resolve_named_recipe,
     resolve_recipe_path,
     validate_recipe,
 )
@@ -161,10 +160,4 @@ def load_base_recipe(recipe: ShiftRecipe, recipe_path: Path, epochs: int | None 
 
 def load_shift_recipe(reference: str | None, overrides: list[str] | None = None) -> tuple[ShiftRecipe, Path]:
     """Read, override and validate a shift recipe; returns it and its file."""
-    path = resolve_named_recipe(reference, BUILTIN_SHIFT_RECIPES, "shift recipe", "quickstart")
-    data: dict[str, Any] = read_recipe_file(path)
-    applied = [(apply_override(data, assignment), assignment) for assignment in overrides or []]
-    try:
-        return ShiftRecipe.model_validate(data), path
-    except ValidationError as error:
-        raise RecipeError(format_validation_error(error, data, str(path), applied)) from None
+    return load_section_recipe(reference, overrides, BUILTIN_SHIFT_RECIPES, "shift recipe", ShiftRecipe)
