@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distill.errors import DistillError
+from distill.report.study import add_study_arguments, study_overrides
 
 
 def add_ground_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -18,34 +18,12 @@ def add_ground_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> 
         parents=parents,
         help="visual grounding: SimVG's DWBD (decoder branch → token branch) vs TB-GT and a fixed mix",
     )
-    ground.add_argument(
-        "recipe",
-        nargs="?",
-        default=None,
-        help="a grounding recipe .yaml or built-in name (default: quickstart)",
+    add_study_arguments(
+        ground,
+        "grounding",
+        "--set train.epochs=4 --set examples.train=500",
+        epochs_help="train every model N epochs (DWBD's stage 2 included; stage 1 keeps train.stage1_epochs)",
     )
-    ground.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field, e.g. --set train.epochs=4 --set examples.train=500",
-    )
-    ground.add_argument("--methods", default=None, help="comma-separated methods (default: the recipe's)")
-    ground.add_argument("--seeds", type=int, default=1, help="number of seeds (recipe seed, +1, ...)")
-    ground.add_argument(  # its own dest: the generic --epochs of `run`/`compare` rewrites their recipes
-        "--epochs",
-        dest="ground_epochs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train every model N epochs (DWBD's second stage included; stage 1 keeps train.stage1_epochs)",
-    )
-    ground.add_argument(
-        "--output-dir", type=Path, default=None, help="board directory (re-running continues it)"
-    )
-    ground.add_argument("--quiet", action="store_true", help="print only the board")
 
 
 def command_ground(args: argparse.Namespace, console: Console) -> int:
@@ -56,14 +34,7 @@ def command_ground(args: argparse.Namespace, console: Console) -> int:
     from distill.ground.session import load_model, run_seed, shared_test_examples
     from distill.grounding.training import inference_latency
 
-    if args.seeds < 1:
-        raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
-    overrides = list(args.overrides)
-    if args.ground_epochs is not None:
-        overrides.insert(0, f"train.epochs={args.ground_epochs}")
-    if args.methods is not None:
-        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-        overrides.insert(0, f"methods=[{', '.join(methods)}]")
+    overrides = study_overrides(args)
     recipe, path = load_ground_recipe(args.recipe, overrides)
     output_dir = args.output_dir or Path("runs") / f"ground-{recipe.name}"
     seeds = [recipe.seed + offset for offset in range(args.seeds)]

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distill.errors import DistillError
+from distill.report.study import add_study_arguments, study_overrides
 
 
 def add_lm_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -18,24 +18,13 @@ def add_lm_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None
         parents=parents,
         help="language-model distillation: GPT students by CE, token KD, sequence KD and GKD",
     )
-    lm.add_argument(
-        "recipe", nargs="?", default=None, help="an lm recipe .yaml or built-in name (default: quickstart)"
+    add_study_arguments(
+        lm,
+        "lm",
+        "--set gkd.beta=0.9 --set data.path=/usr/share/wordnet",
+        methods_help="comma-separated methods: ce,token-kd,seq-kd,gkd",
+        epochs_help="train every student N epochs",
     )
-    lm.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field, e.g. --set gkd.beta=0.9 --set data.path=/usr/share/wordnet",
-    )
-    lm.add_argument("--methods", default=None, help="comma-separated methods: ce,token-kd,seq-kd,gkd")
-    lm.add_argument("--seeds", type=int, default=1, help="number of seeds (recipe seed, +1, ...)")
-    lm.add_argument(  # its own dest: the generic --epochs of `run`/`compare` rewrites their recipes
-        "--epochs", dest="lm_epochs", type=int, default=None, metavar="N", help="train every student N epochs"
-    )
-    lm.add_argument("--output-dir", type=Path, default=None, help="board directory (re-running continues it)")
-    lm.add_argument("--quiet", action="store_true", help="print only the board")
 
 
 def command_lm(args: argparse.Namespace, console: Console) -> int:
@@ -43,14 +32,7 @@ def command_lm(args: argparse.Namespace, console: Console) -> int:
     from distill.lmkd.recipes import load_lm_recipe
     from distill.lmkd.session import run_seed
 
-    if args.seeds < 1:
-        raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
-    overrides = list(args.overrides)
-    if args.lm_epochs is not None:
-        overrides.insert(0, f"train.epochs={args.lm_epochs}")
-    if args.methods is not None:
-        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-        overrides.insert(0, f"methods=[{', '.join(methods)}]")
+    overrides = study_overrides(args)
     recipe, path = load_lm_recipe(args.recipe, overrides)
     output_dir = args.output_dir or Path("runs") / f"lm-{recipe.name}"
     seeds = [recipe.seed + offset for offset in range(args.seeds)]

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distill.errors import DistillError
+from distill.report.study import add_study_arguments, study_overrides
 
 
 def add_perceive_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -18,34 +18,7 @@ def add_perceive_parser(commands: Any, parents: list[argparse.ArgumentParser]) -
         parents=parents,
         help="collaborative perception: DiscoGraph's distilled collaboration graph vs fusion baselines",
     )
-    perceive.add_argument(
-        "recipe",
-        nargs="?",
-        default=None,
-        help="a perception recipe .yaml or built-in name (default: quickstart)",
-    )
-    perceive.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field, e.g. --set train.epochs=4 --set world.agents=4",
-    )
-    perceive.add_argument("--methods", default=None, help="comma-separated methods (default: the recipe's)")
-    perceive.add_argument("--seeds", type=int, default=1, help="number of seeds (recipe seed, +1, ...)")
-    perceive.add_argument(  # its own dest: the generic --epochs of `run`/`compare` rewrites their recipes
-        "--epochs",
-        dest="perceive_epochs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train every model N epochs",
-    )
-    perceive.add_argument(
-        "--output-dir", type=Path, default=None, help="board directory (re-running continues it)"
-    )
-    perceive.add_argument("--quiet", action="store_true", help="print only the board")
+    add_study_arguments(perceive, "perception", "--set train.epochs=4 --set world.agents=4")
 
 
 def command_perceive(args: argparse.Namespace, console: Console) -> int:
@@ -53,14 +26,7 @@ def command_perceive(args: argparse.Namespace, console: Console) -> int:
     from distill.perceive.recipes import load_perceive_recipe
     from distill.perceive.session import load_model, run_seed, shared_test_scenes
 
-    if args.seeds < 1:
-        raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
-    overrides = list(args.overrides)
-    if args.perceive_epochs is not None:
-        overrides.insert(0, f"train.epochs={args.perceive_epochs}")
-    if args.methods is not None:
-        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-        overrides.insert(0, f"methods=[{', '.join(methods)}]")
+    overrides = study_overrides(args)
     recipe, path = load_perceive_recipe(args.recipe, overrides)
     output_dir = args.output_dir or Path("runs") / f"perceive-{recipe.name}"
     seeds = [recipe.seed + offset for offset in range(args.seeds)]

@@ -1,14 +1,15 @@
-"""What the study commands (``perceive``, ``ground``, ``lm``, ``shift``) share: a seed's run
-directory claimed for one recipe, its stored results, and mean ± std over seeds."""
+"""What the study commands (``perceive``, ``ground``, ``lm``, ``shift``) share: their common options,
+a seed's run directory claimed for one recipe, its stored results, and mean ± std over seeds."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from distill.errors import RunDirectoryError
+from distill.errors import DistillError, RunDirectoryError
 from distill.files import atomic_write_json, read_json_object
 
 
@@ -49,3 +50,55 @@ def read_stored_object(path: Path, what: str) -> dict[str, Any]:
     if not path.exists():
         return {}
     return read_json_object(path, f"{what} (remove it to retrain)", RunDirectoryError)
+
+
+def add_study_arguments(
+    parser: argparse.ArgumentParser,
+    kind: str,
+    set_example: str,
+    methods_help: str = "comma-separated methods (default: the recipe's)",
+    epochs_help: str = "train every model N epochs",
+) -> None:
+    """The options every study command takes: the recipe (a ``kind`` recipe file or built-in
+    name), ``--set``, ``--methods``, ``--seeds``, ``--epochs`` (its own ``study_epochs`` dest: the
+    generic ``--epochs`` of ``run``/``compare`` rewrites their recipes), ``--output-dir`` and
+    ``--quiet``."""
+    parser.add_argument(
+        "recipe",
+        nargs="?",
+        default=None,
+        help=f"a {kind} recipe .yaml or built-in name (default: quickstart)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help=f"override a recipe field, e.g. {set_example}",
+    )
+    parser.add_argument("--methods", default=None, help=methods_help)
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds (recipe seed, +1, ...)")
+    parser.add_argument(
+        "--epochs", dest="study_epochs", type=int, default=None, metavar="N", help=epochs_help
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=None, help="output directory (re-running continues it)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the report")
+
+
+def study_overrides(args: argparse.Namespace, epochs_key: str | None = "train.epochs") -> list[str]:
+    """``--set`` assignments with ``--epochs`` (as ``epochs_key``) and ``--methods`` put first;
+    refuses a count of seeds or epochs below 1."""
+    if args.seeds < 1:
+        raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
+    if args.study_epochs is not None and args.study_epochs < 1:
+        raise DistillError(f"--epochs must be a positive integer, got {args.study_epochs}")
+    overrides = list(args.overrides)
+    if args.study_epochs is not None and epochs_key is not None:
+        overrides.insert(0, f"{epochs_key}={args.study_epochs}")
+    if args.methods is not None:
+        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+        overrides.insert(0, f"methods=[{', '.join(methods)}]")
+    return overrides

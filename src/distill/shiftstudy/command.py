@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distill.errors import DistillError
+from distill.report.study import add_study_arguments, study_overrides
 
 
 def add_shift_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -19,38 +19,15 @@ def add_shift_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> N
         parents=parents,
         help="distillation under distribution shift: methods on splits of rising FID (ooDML)",
     )
-    shift.add_argument(
-        "recipe", nargs="?", default=None, help="a shift recipe .yaml or built-in name (default: quickstart)"
-    )
-    shift.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a shift-recipe field, e.g. --set splits.count=6 (the base recipe: base_set)",
+    add_study_arguments(
+        shift,
+        "shift",
+        "--set splits.count=6 (the base recipe: base_set)",
+        methods_help="comma-separated students of the base recipe (default: the recipe's)",
     )
     shift.add_argument(
         "--splits", type=int, default=None, metavar="N", help="number of splits (splits.count)"
     )
-    shift.add_argument(
-        "--methods", default=None, help="comma-separated students of the base recipe (default: the recipe's)"
-    )
-    shift.add_argument(
-        "--seeds", type=int, default=1, help="number of seeds (the base recipe's seed, +1, ...)"
-    )
-    shift.add_argument(  # its own dest: the generic --epochs of `run`/`compare` rewrites their recipes
-        "--epochs",
-        dest="shift_epochs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train every model N epochs",
-    )
-    shift.add_argument(
-        "--output-dir", type=Path, default=None, help="study directory (re-running continues it)"
-    )
-    shift.add_argument("--quiet", action="store_true", help="print only the report")
 
 
 def command_shift(args: argparse.Namespace, console: Console) -> int:
@@ -58,18 +35,11 @@ def command_shift(args: argparse.Namespace, console: Console) -> int:
     from distill.shiftstudy.recipes import load_base_recipe, load_shift_recipe
     from distill.shiftstudy.session import build_splits, open_study, run_split
 
-    if args.seeds < 1:
-        raise DistillError(f"--seeds must be a positive integer, got {args.seeds}")
-    if args.shift_epochs is not None and args.shift_epochs < 1:
-        raise DistillError(f"--epochs must be a positive integer, got {args.shift_epochs}")
-    overrides = list(args.overrides)
+    overrides = study_overrides(args, epochs_key=None)  # --epochs applies to the base recipe
     if args.splits is not None:
         overrides.insert(0, f"splits.count={args.splits}")
-    if args.methods is not None:
-        methods = [name.strip() for name in args.methods.split(",") if name.strip()]
-        overrides.insert(0, f"methods=[{', '.join(methods)}]")
     recipe, path = load_shift_recipe(args.recipe, overrides)
-    base = load_base_recipe(recipe, path, args.shift_epochs)
+    base = load_base_recipe(recipe, path, args.study_epochs)
     output_dir = (args.output_dir or Path("runs") / f"shift-{recipe.name}").resolve()
     open_study(output_dir, recipe, base)
     if not args.quiet:
