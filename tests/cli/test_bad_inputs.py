@@ -59,7 +59,8 @@ CASES = {
     ),
     "unknown model": (
         lambda f: with_student(tiny_recipe(), model={"name": "mlpp"}),
-        "students[0].model: unknown model 'mlpp' (did you mean 'mlp'?); allowed: cheap, cnn1d, cnn2d, minilm, mlp",
+        "students[0].model: unknown model 'mlpp' (did you mean 'mlp'?); allowed: cheap, cnn1d, cnn2d, "
+        "minilm, mlp",
     ),
     "unknown dataset": (
         lambda f: tiny_recipe(data={"name": "cifar"}),
