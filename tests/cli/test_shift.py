@@ -146,3 +146,38 @@ def test_options_of_the_other_split_kind_are_refused(tmp_path, capsys):
     recipe = _write(tmp_path, BASE, OPEN_SET.replace("steps: 6", "steps: 6, clusters_per_class: 3"))
     assert main(["shift", str(recipe), "--output-dir", str(tmp_path / "o"), "--quiet"]) == 2
     assert "clusters_per_class applies to kind: subpopulations" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_splits_built_on_a_teachers_features(tmp_path, capsys):
+    recipe = _write(tmp_path, BASE, STUDY)
+    assert main(["run", str(tmp_path / "base.yaml"), "--output-dir", str(tmp_path / "t")]) == 0
+    checkpoint = tmp_path / "t" / "teacher" / "last.safetensors"
+    study = STUDY.replace(
+        "features: {name: pca, dim: 6}", f"features: {{name: teacher, checkpoint: {checkpoint}}}"
+    )
+    recipe.write_text(study.replace("count: 3", "count: 2"))
+    out = tmp_path / "study"
+    assert main(["shift", str(recipe), "--output-dir", str(out), "--quiet"]) == 0
+    splits = json.loads((out / "splits.json").read_text())
+    assert splits["features"]["name"] == "teacher"
+    fids = [split["fid"] for split in splits["splits"]]
+    assert len(fids) == 3 and fids[1] < fids[2]  # iid, then two shifted splits of rising FID
+    capsys.readouterr()
+    recipe.write_text(study.replace(str(checkpoint), str(tmp_path / "missing.safetensors")))
+    assert main(["shift", str(recipe), "--output-dir", str(tmp_path / "o2"), "--quiet"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ("{name: teacher}", "checkpoint: name the .safetensors checkpoint"),
+        ("{name: teacher, checkpoint: x.safetensors, dim: 8}", "dim and seed apply to pca and random"),
+        ("{name: pca, checkpoint: x.safetensors}", "checkpoint applies to name: teacher"),
+    ],
+)
+def test_teacher_features_need_exactly_a_checkpoint(tmp_path, capsys, features, message):
+    recipe = _write(tmp_path, BASE, STUDY.replace("{name: pca, dim: 6}", features))
+    assert main(["shift", str(recipe), "--output-dir", str(tmp_path / "o"), "--quiet"]) == 2
+    assert message in capsys.readouterr().err

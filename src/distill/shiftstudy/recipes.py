@@ -23,7 +23,7 @@ from distill.config import (
     validate_recipe,
 )
 from distill.errors import RecipeError, unknown_name_message
-from distill.schema import Section, Seed
+from distill.schema import FilePath, Section, Seed
 from distill.shift.splits import ShiftMeasure
 
 BUILTIN_SHIFT_RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "shift"
@@ -32,11 +32,26 @@ BUILTIN_SHIFT_RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "sh
 class SplitFeatures(Section):
     """The fixed feature map the splits are built on: ``pca`` (the first ``dim`` principal
     components of the standardised inputs) or ``random`` (a seeded Gaussian projection to
-    ``dim`` dimensions). Neither depends on a model, so no compared model is favoured."""
+    ``dim`` dimensions) — neither depends on a model, so no compared model is favoured — or
+    ``teacher``: the embedding (the input of its last linear layer) of a trained model's
+    ``checkpoint``, so the splits are hard in that model's eyes (ooDML used a pretrained
+    network's features)."""
 
-    name: Literal["pca", "random"] = "pca"
+    name: Literal["pca", "random", "teacher"] = "pca"
     dim: int = Field(default=32, ge=2, le=4096)
     seed: Seed = 0
+    checkpoint: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _checkpoint_for_teacher(self) -> SplitFeatures:
+        if self.name == "teacher":
+            if self.checkpoint is None:
+                raise ValueError("checkpoint: name the .safetensors checkpoint whose features to use")
+            if self.off_default("dim", "seed"):
+                raise ValueError("dim and seed apply to pca and random features, not to a teacher's")
+        elif self.checkpoint is not None:
+            raise ValueError("checkpoint applies to name: teacher")
+        return self
 
 
 class ShiftSplitsSpec(Section):

@@ -35,7 +35,8 @@ from distill.data import load_data
 from distill.data.bundle import DataBundle
 from distill.data.sources import atomic_save_npz
 from distill.engine.checkpoint import load_weights, read_metadata
-from distill.errors import DataError, DistillError, RunDirectoryError
+from distill.errors import CheckpointError, DataError, DistillError, RunDirectoryError
+from distill.evaluation import missing_metadata
 from distill.files import atomic_write_json, make_directory, read_json_object
 from distill.models import build_model
 from distill.report.rundir import recipe_differences
@@ -106,7 +107,10 @@ def split_features(recipe: ShiftRecipe, inputs: torch.Tensor) -> np.ndarray:
                 f"{int(np.prod(inputs.shape[1:]))} input values can give; lower it"
             )
         return pca_features(inputs, spec.dim, spec.seed, standardize=True)
-    return random_projection_features(inputs, spec.dim, spec.seed)
+    if spec.name == "random":
+        return random_projection_features(inputs, spec.dim, spec.seed)
+    assert spec.checkpoint is not None  # the recipe requires it for teacher features
+    return _outputs(spec.checkpoint, inputs, embed=True).double().numpy()
 
 
 def _study_payload(recipe: ShiftRecipe, base: Recipe) -> dict[str, Any]:
@@ -343,8 +347,20 @@ def split_recipe(base: Recipe, record: SplitRecord) -> Recipe:
     return validate_recipe(payload, f"{base.name} on split {record.index}")
 
 
-def _load(checkpoint: Path) -> nn.Module:
+def _load(checkpoint: Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """The model a distill checkpoint holds, in eval mode; with ``input_shape``, refused unless it
+    takes inputs of that shape."""
+    if not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
     metadata = read_metadata(checkpoint)
+    problem = missing_metadata(checkpoint, metadata, ("model", "input_shape", "num_classes"))
+    if problem is not None:
+        raise CheckpointError(problem)
+    if input_shape is not None and tuple(metadata["input_shape"]) != tuple(input_shape):
+        raise DataError(
+            f"{checkpoint}: the model takes inputs shaped {tuple(metadata['input_shape'])}, the "
+            f"study's data are shaped {tuple(input_shape)}"
+        )
     spec = model_spec_from_json(metadata["model"], checkpoint)
     model = build_model(spec, tuple(metadata["input_shape"]), int(metadata["num_classes"]))
     load_weights(checkpoint, model)
@@ -354,7 +370,7 @@ def _load(checkpoint: Path) -> nn.Module:
 def _outputs(checkpoint: Path, inputs: torch.Tensor, embed: bool, batch_size: int = 512) -> torch.Tensor:
     """The model's logits, or with ``embed`` its embedding: the input of its last linear layer
     (the features its classifier reads), flattened."""
-    model = _load(checkpoint)
+    model = _load(checkpoint, tuple(inputs.shape[1:]))
     captured: list[torch.Tensor] = []
     handle = None
     if embed:
