@@ -347,39 +347,33 @@ class TeacherOutputCache:
         """Run ``teacher`` over every sample of ``split`` under ``plan`` and store draw ``draw``
         — unless another process sharing the cache stored it since this one last looked."""
         with self._locked():
-            on_disk = self._read_meta()
-            if on_disk is not None:  # what other processes recorded since this one opened it
-                self.meta["checksums"] = {**on_disk["checksums"], **self.meta["checksums"]}
-            if self.is_filled(draw):
+            if self._filled_on_disk(draw):
                 return
-            self._fill_unlocked(draw, teacher, split, plan, device, batch_size)
+            assert self._values is not None
+            teacher.eval()
+            temperature = self.key.temperature
+            taps = FeatureTaps(teacher, list(self._features), owner="teacher_cache")
+            try:
+                for indices, inputs in planned_batches(split.inputs, split.targets, plan, batch_size, device):
+                    with torch.inference_mode():
+                        log_probs = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
+                    self._store(draw, int(indices[0]), log_probs, taps.features)
+            finally:
+                taps.remove()
+            for stored in self._arrays():
+                stored.flush()
+            self.meta["checksums"][str(draw)] = self._checksum(draw)
+            atomic_write_json(self.meta_path, self.meta)
+            self._verified.add(draw)
+            self.fills += 1
 
-    def _fill_unlocked(
-        self,
-        draw: int,
-        teacher: nn.Module,
-        split: Split,
-        plan: AugmentPlan | None,
-        device: torch.device,
-        batch_size: int,
-    ) -> None:
-        assert self._values is not None
-        teacher.eval()
-        temperature = self.key.temperature
-        taps = FeatureTaps(teacher, list(self._features), owner="teacher_cache")
-        try:
-            for indices, inputs in planned_batches(split.inputs, split.targets, plan, batch_size, device):
-                with torch.inference_mode():
-                    log_probs = torch.log_softmax(teacher(inputs).float() / temperature, dim=1)
-                self._store(draw, int(indices[0]), log_probs, taps.features)
-        finally:
-            taps.remove()
-        for stored in self._arrays():
-            stored.flush()
-        self.meta["checksums"][str(draw)] = self._checksum(draw)
-        atomic_write_json(self.meta_path, self.meta)
-        self._verified.add(draw)
-        self.fills += 1
+    def _filled_on_disk(self, draw: int) -> bool:
+        """Under the lock: take in the draws other processes sharing the cache recorded since
+        this one opened it, and say whether ``draw`` is now stored."""
+        on_disk = self._read_meta()
+        if on_disk is not None:
+            self.meta["checksums"] = {**on_disk["checksums"], **self.meta["checksums"]}
+        return self.is_filled(draw)
 
     def _store(
         self, draw: int, start: int, log_probs: torch.Tensor, features: dict[str, torch.Tensor]

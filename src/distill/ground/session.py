@@ -16,16 +16,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load, save
+from safetensors.torch import save
 
-from distill.errors import RunDirectoryError
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.ground.recipes import GroundRecipe
 from distill.grounding.dwbd import plan_of
 from distill.grounding.models import GroundingModel
 from distill.grounding.training import build_model, stage_epochs, train_model
 from distill.grounding.world import Examples, generate_examples
-from distill.report.study import claim_seed_directory, read_stored_object
+from distill.report.study import claim_seed_directory, load_stored_weights, read_stored_object
 
 EpochLine = Callable[[str, dict[str, float]], None]
 
@@ -94,11 +93,4 @@ def run_seed(
 def load_model(recipe: GroundRecipe, directory: Path, name: str) -> GroundingModel:
     """A trained model of a finished seed."""
     model = build_model(recipe.model, recipe.world.image_size)
-    path = directory / f"{name}.safetensors"
-    try:
-        model.load_state_dict(load(path.read_bytes()))
-    except Exception as error:  # a truncated or foreign file: say which
-        raise RunDirectoryError(
-            f"{path}: cannot load these weights ({error}); remove it to retrain"
-        ) from None
-    return model.eval()
+    return load_stored_weights(model, directory / f"{name}.safetensors")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load, save
+from safetensors.torch import save
 from tokenizers import Tokenizer
 
 from distill.errors import DataError, RunDirectoryError
@@ -36,7 +36,7 @@ from distill.lmkd.training import (
     student_training_set,
     train_lm,
 )
-from distill.report.study import claim_seed_directory, read_stored_object
+from distill.report.study import claim_seed_directory, load_stored_weights, read_stored_object
 from distill.text.gpt import GPT, count_parameters
 from distill.text.lm_data import (
     Sequences,
@@ -117,16 +117,6 @@ def _recipe_payload(recipe: LMRecipe, seed: int) -> dict[str, Any]:
     return {**recipe.model_dump(mode="json"), "seed": seed}
 
 
-def _load_weights(model: GPT, path: Path) -> GPT:
-    try:
-        model.load_state_dict(load(path.read_bytes()))
-    except Exception as error:  # a truncated or foreign file: say which
-        raise RunDirectoryError(
-            f"{path}: cannot load these weights ({error}); remove it to retrain"
-        ) from None
-    return model.eval()
-
-
 def _model(recipe: LMRecipe, name: str, vocab_size: int, seed: int) -> GPT:
     spec = recipe.teacher if name == TEACHER else recipe.student
     return build_gpt(spec, vocab_size, recipe.data.length, seed)
@@ -154,7 +144,7 @@ def run_seed(
         weights = directory / f"{name}.safetensors"
         if name in results and weights.exists():
             if name == TEACHER:
-                teacher = _load_weights(_model(recipe, TEACHER, vocab_size, seed), weights)
+                teacher = load_stored_weights(_model(recipe, TEACHER, vocab_size, seed), weights)
             continue
         hook = None if on_epoch is None else (lambda record, name=name: on_epoch(name, record))
         preparation = 0.0  # building the top-k cache or the teacher's corpus counts as training time
@@ -175,7 +165,7 @@ def run_seed(
             preparation = time.perf_counter() - started
             model = _model(recipe, name, vocab_size, seed)
             if recipe.student_init == "ce" and name != "ce":
-                _load_weights(model, directory / "ce.safetensors").train()
+                load_stored_weights(model, directory / "ce.safetensors").train()
             trained = train_lm(
                 model, train_set, recipe.train, objective, seed, held_out=corpus.held_out, on_epoch=hook
             )
@@ -233,4 +223,4 @@ def load_model(recipe: LMRecipe, directory: Path, name: str) -> GPT:
     stored = directory / "tokenizer.json"
     tokenizer = tokenizer_from_json(stored.read_text())
     model = _model(recipe, name, tokenizer.get_vocab_size(), 0)
-    return _load_weights(model, directory / f"{name}.safetensors")
+    return load_stored_weights(model, directory / f"{name}.safetensors")

@@ -15,15 +15,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load, save
+from safetensors.torch import save
 
-from distill.errors import RunDirectoryError
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.perceive.recipes import PerceiveRecipe
 from distill.perception.models import PerceptionModel
 from distill.perception.training import plan_of, train_model
 from distill.perception.world import Scenes, generate_scenes
-from distill.report.study import claim_seed_directory, read_stored_object
+from distill.report.study import claim_seed_directory, load_stored_weights, read_stored_object
 
 EpochLine = Callable[[str, dict[str, float]], None]
 
@@ -40,15 +39,6 @@ def shared_test_scenes(recipe: PerceiveRecipe) -> Scenes:
 
 def _recipe_payload(recipe: PerceiveRecipe, seed: int) -> dict[str, Any]:
     return {**recipe.model_dump(mode="json"), "seed": seed}
-
-
-def _load_weights(model: PerceptionModel, path: Path) -> None:
-    try:
-        model.load_state_dict(load(path.read_bytes()))
-    except Exception as error:  # a truncated or foreign file: say which
-        raise RunDirectoryError(
-            f"{path}: cannot load these weights ({error}); remove it to retrain"
-        ) from None
 
 
 def run_seed(
@@ -104,5 +94,4 @@ def run_seed(
 def load_model(recipe: PerceiveRecipe, directory: Path, name: str) -> PerceptionModel:
     """A trained model of a finished seed."""
     model = plan_of(name).build(recipe.width)
-    _load_weights(model, directory / f"{name}.safetensors")
-    return model.eval()
+    return load_stored_weights(model, directory / f"{name}.safetensors")

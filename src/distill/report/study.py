@@ -7,10 +7,13 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill.errors import DistillError, RunDirectoryError
 from distill.files import atomic_write_json, read_json_object
+
+if TYPE_CHECKING:  # torch stays unimported until a study loads weights
+    from torch import nn
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -102,3 +105,20 @@ def study_overrides(args: argparse.Namespace, epochs_key: str | None = "train.ep
         methods = [name.strip() for name in args.methods.split(",") if name.strip()]
         overrides.insert(0, f"methods=[{', '.join(methods)}]")
     return overrides
+
+
+ModuleT = TypeVar("ModuleT", bound="nn.Module")
+
+
+def load_stored_weights(model: ModuleT, path: Path) -> ModuleT:
+    """``model`` with the weights a study stored at ``path`` (safetensors), in eval mode; a
+    truncated or foreign file is a clear error that says to remove it."""
+    from safetensors.torch import load
+
+    try:
+        model.load_state_dict(load(path.read_bytes()))
+    except Exception as error:  # a truncated or foreign file: say which
+        raise RunDirectoryError(
+            f"{path}: cannot load these weights ({error}); remove it to retrain"
+        ) from None
+    return model.eval()
