@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distill.report.study import add_study_arguments, study_overrides
+from distill.report.study import add_study_arguments, run_over_seeds, study_overrides
 
 
 def add_lm_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -51,11 +51,13 @@ def command_lm(args: argparse.Namespace, console: Console) -> int:
                 highlight=False,
             )
 
-    per_seed = {}
-    for seed in seeds:
-        if not args.quiet:
-            console.print(f"seed {seed}: {output_dir / f'seed-{seed}'}", highlight=False)
-        per_seed[seed] = run_seed(recipe, seed, output_dir / f"seed-{seed}", epoch_line)
+    per_seed = run_over_seeds(
+        seeds,
+        output_dir,
+        lambda seed, directory: run_seed(recipe, seed, directory, epoch_line),
+        console,
+        args.quiet,
+    )
     rows = write_board(output_dir, recipe.name, seeds, per_seed)
     console.print(board_markdown(recipe.name, seeds, rows), highlight=False, markup=False)
     written = ["board.md", "board.json", "perplexity-vs-teacher-nll.png"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from distill.report.study import add_study_arguments, study_overrides
+from distill.report.study import add_study_arguments, run_over_seeds, study_overrides
 
 
 def add_perceive_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -46,11 +46,13 @@ def command_perceive(args: argparse.Namespace, console: Console) -> int:
                 highlight=False,
             )
 
-    per_seed = {}
-    for seed in seeds:
-        if not args.quiet:
-            console.print(f"seed {seed}: {output_dir / f'seed-{seed}'}", highlight=False)
-        per_seed[seed] = run_seed(recipe, seed, output_dir / f"seed-{seed}", epoch_line)
+    per_seed = run_over_seeds(
+        seeds,
+        output_dir,
+        lambda seed, directory: run_seed(recipe, seed, directory, epoch_line),
+        console,
+        args.quiet,
+    )
     rows = write_board(output_dir, recipe.name, seeds, per_seed)
     written = ["board.md", "board.json", "bandwidth.png"]
     if "discograph" in recipe.methods:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,6 +14,7 @@ from distill.errors import DistillError, RunDirectoryError
 from distill.files import atomic_write_json, read_json_object
 
 if TYPE_CHECKING:  # torch stays unimported until a study loads weights
+    from rich.console import Console
     from torch import nn
 
 
@@ -122,3 +124,21 @@ def load_stored_weights(model: ModuleT, path: Path) -> ModuleT:
             f"{path}: cannot load these weights ({error}); remove it to retrain"
         ) from None
     return model.eval()
+
+
+def run_over_seeds(
+    seeds: list[int],
+    output_dir: Path,
+    run_seed: Callable[[int, Path], dict[str, Any]],
+    console: Console,
+    quiet: bool,
+) -> dict[int, dict[str, Any]]:
+    """``run_seed(seed, output_dir / "seed-<seed>")`` for every seed, in order (each resumable on
+    its own), announcing each directory unless ``quiet``; the results by seed."""
+    per_seed = {}
+    for seed in seeds:
+        directory = output_dir / f"seed-{seed}"
+        if not quiet:
+            console.print(f"seed {seed}: {directory}", highlight=False)
+        per_seed[seed] = run_seed(seed, directory)
+    return per_seed
