@@ -26,6 +26,7 @@ from distill.errors import RecipeError
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.report.plots import save_figure
 from distill.report.seeds import read_summary
+from distill.report.study import mean_std
 from distill.runner import EpochCallback
 
 DEFAULT_SETTINGS = "G2,G4,G8,B2,B4,BG2x4"
@@ -118,8 +119,8 @@ class ParetoPoint:
         def summary(values: list[float]) -> dict[str, Any] | None:
             if not values:
                 return None
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            return {"mean": statistics.fmean(values), "std": std, "per_seed": values}
+            mean, std = mean_std(values)
+            return {"mean": mean, "std": std, "per_seed": values}
 
         return {
             "label": self.label,
@@ -193,8 +194,8 @@ def pareto_markdown(points: list[ParetoPoint], recipe: str, seeds: list[int]) ->
     def cell(values: list[float]) -> str:
         if not values:
             return ""
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{100 * statistics.fmean(values):.2f} ± {100 * std:.2f}"
+        mean, std = mean_std(values)
+        return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
     lines = [
         f"# {recipe}: cheap students (Moonshine), seeds {', '.join(map(str, seeds))}",

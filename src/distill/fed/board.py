@@ -10,6 +10,7 @@ from typing import Any
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.report.plots import save_figure
 from distill.report.seeds import percent_spread
+from distill.report.study import mean_std
 
 
 def _pyplot() -> Any:
@@ -70,9 +71,10 @@ def board_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"algorithm": algorithm, "seeds": sorted(s["seed"] for s in summaries)}
         for name in summaries[0]["prototypes"]:
             finals = [s["prototypes"][name]["final_accuracy"] for s in summaries]
+            mean, std = mean_std(finals)
             row[name] = {
-                "mean": statistics.fmean(finals),
-                "std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                "mean": mean,
+                "std": std,
                 "runs": len(finals),
                 "per_seed": finals,
             }

@@ -14,6 +14,7 @@ from typing import Any
 from distill.files import atomic_write_bytes, atomic_write_json
 from distill.report.plots import save_figure
 from distill.report.seeds import percent_spread, read_summary
+from distill.report.study import mean_std
 
 
 @dataclass
@@ -47,11 +48,11 @@ class LeaderboardRow:
         values = [value for value in self.val_accuracy if value is not None]
         if self.val_mean is None:
             return None
-        return statistics.stdev(values) if len(values) > 1 else 0.0
+        return mean_std(values)[1]
 
     @property
     def std(self) -> float:
-        return statistics.stdev(self.test_accuracy) if len(self.test_accuracy) > 1 else 0.0
+        return mean_std(self.test_accuracy)[1]
 
     @property
     def spread(self) -> str:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from distill.errors import RunDirectoryError
 from distill.files import read_json_object
+from distill.report.study import mean_std
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
@@ -77,8 +78,7 @@ def aggregate_runs(run_dirs: list[Path]) -> dict[str, Any]:
             entry["seconds"].append(row["seconds"])
     for entry in models.values():
         values = entry["test_accuracy"]
-        entry["mean"] = statistics.fmean(values)
-        entry["std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        entry["mean"], entry["std"] = mean_std(values)
         entry["runs"] = len(values)
     return {"recipes": sorted(recipes), "runs": [str(path) for path in run_dirs], "models": models}
 
