@@ -28,17 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.assemble import model_spec_from_json
 from distill.compare import Comparison, run_comparison
 from distill.config import Recipe, validate_recipe
 from distill.data import load_data
 from distill.data.bundle import DataBundle
 from distill.data.sources import atomic_save_npz
-from distill.engine.checkpoint import load_weights, read_metadata
-from distill.errors import CheckpointError, DataError, DistillError, RunDirectoryError
-from distill.evaluation import missing_metadata
+from distill.errors import DataError, DistillError, RunDirectoryError
+from distill.export import model_from_checkpoint
 from distill.files import atomic_write_json, make_directory, read_json_object
-from distill.models import build_model
 from distill.report.rundir import recipe_differences
 from distill.runner import EpochCallback
 from distill.shift.retrieval import neighbour_agreement, recall_at_1
@@ -347,24 +344,16 @@ def split_recipe(base: Recipe, record: SplitRecord) -> Recipe:
     return validate_recipe(payload, f"{base.name} on split {record.index}")
 
 
-def _load(checkpoint: Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
-    """The model a distill checkpoint holds, in eval mode; with ``input_shape``, refused unless it
-    takes inputs of that shape."""
-    if not Path(checkpoint).is_file():
-        raise CheckpointError(f"checkpoint not found: {checkpoint}")
-    metadata = read_metadata(checkpoint)
-    problem = missing_metadata(checkpoint, metadata, ("model", "input_shape", "num_classes"))
-    if problem is not None:
-        raise CheckpointError(problem)
-    if input_shape is not None and tuple(metadata["input_shape"]) != tuple(input_shape):
+def _load(checkpoint: Path, input_shape: tuple[int, ...]) -> nn.Module:
+    """The model a distill checkpoint holds, in eval mode, refused unless it takes inputs of
+    ``input_shape``."""
+    model, metadata = model_from_checkpoint(Path(checkpoint))
+    if tuple(metadata["input_shape"]) != tuple(input_shape):
         raise DataError(
             f"{checkpoint}: the model takes inputs shaped {tuple(metadata['input_shape'])}, the "
             f"study's data are shaped {tuple(input_shape)}"
         )
-    spec = model_spec_from_json(metadata["model"], checkpoint)
-    model = build_model(spec, tuple(metadata["input_shape"]), int(metadata["num_classes"]))
-    load_weights(checkpoint, model)
-    return model.eval()
+    return model
 
 
 def _outputs(checkpoint: Path, inputs: torch.Tensor, embed: bool, batch_size: int = 512) -> torch.Tensor:
