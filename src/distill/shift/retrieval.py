@@ -5,7 +5,8 @@ classes of a split by Recall@1: every test example queries the others, and it co
 its nearest neighbour (by cosine similarity of the embeddings, as the official code's default of
 L2-normalised embeddings) has its class. :func:`nearest_neighbours` finds them,
 :func:`recall_at_1` scores them, and :func:`neighbour_agreement` says how often two models (a
-teacher and its student) pick the same neighbour — agreement on the shifted test set when the
+teacher and its student) pick the same neighbour (``recall_of_neighbours`` and ``same_neighbours``
+do the same from neighbours found once) — agreement on the shifted test set when the
 classes are new, where argmax agreement means nothing.
 """
 
@@ -35,13 +36,31 @@ def nearest_neighbours(embeddings: torch.Tensor, chunk: int = 1024) -> torch.Ten
     return torch.cat(parts)
 
 
+def recall_of_neighbours(neighbours: torch.Tensor, labels: torch.Tensor) -> float:
+    """Recall@1 from :func:`nearest_neighbours`' indices: how often a row's neighbour shares its label."""
+    if labels.shape != neighbours.shape:
+        raise ValueError(
+            f"labels must be {tuple(neighbours.shape)} to match the rows, got {tuple(labels.shape)}"
+        )
+    return float((labels[neighbours] == labels).double().mean())
+
+
+def same_neighbours(first: torch.Tensor, second: torch.Tensor) -> float:
+    """How often two :func:`nearest_neighbours` results pick the same neighbour for a row."""
+    if first.shape != second.shape:
+        raise ValueError(
+            f"both embeddings must embed the same rows, got {first.shape[0]} and {second.shape[0]}"
+        )
+    return float((first == second).double().mean())
+
+
 def recall_at_1(embeddings: torch.Tensor, labels: torch.Tensor) -> float:
     """The fraction of rows whose nearest other row (cosine) has the same label."""
     if labels.shape != (embeddings.shape[0],):
         raise ValueError(
             f"labels must be ({embeddings.shape[0]},) to match embeddings, got {tuple(labels.shape)}"
         )
-    return float((labels[nearest_neighbours(embeddings)] == labels).double().mean())
+    return recall_of_neighbours(nearest_neighbours(embeddings), labels)
 
 
 def neighbour_agreement(first: torch.Tensor, second: torch.Tensor) -> float:
@@ -50,4 +69,4 @@ def neighbour_agreement(first: torch.Tensor, second: torch.Tensor) -> float:
         raise ValueError(
             f"both embeddings must embed the same rows, got {first.shape[0]} and {second.shape[0]}"
         )
-    return float((nearest_neighbours(first) == nearest_neighbours(second)).double().mean())
+    return same_neighbours(nearest_neighbours(first), nearest_neighbours(second))

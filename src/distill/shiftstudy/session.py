@@ -38,7 +38,7 @@ from distill.export import model_from_checkpoint
 from distill.files import atomic_write_json, make_directory, read_json_object
 from distill.report.rundir import recipe_differences
 from distill.runner import EpochCallback
-from distill.shift.retrieval import neighbour_agreement, recall_at_1
+from distill.shift.retrieval import nearest_neighbours, recall_of_neighbours, same_neighbours
 from distill.shift.splits import (
     SubpopulationSplit,
     class_mean_features,
@@ -392,11 +392,13 @@ def scores(run_dir: Path, record: SplitRecord, methods: list[str]) -> dict[str, 
     inputs, labels = _read_examples(record.unseen_path if record.unseen_path else record.test_path)
     reference = _outputs(Path(teacher["checkpoint"]), inputs, open_set)
     outputs = {name: _outputs(path, inputs, open_set) for name, path in checkpoints.items()}
-    if open_set:
+    if open_set:  # each model's nearest neighbours, found once, give both scores
+        teacher_nn = nearest_neighbours(reference)
+        student_nn = {name: nearest_neighbours(output) for name, output in outputs.items()}
         return {
-            "teacher": recall_at_1(reference, labels),
-            "accuracy": {name: recall_at_1(output, labels) for name, output in outputs.items()},
-            "agreement": {name: neighbour_agreement(output, reference) for name, output in outputs.items()},
+            "teacher": recall_of_neighbours(teacher_nn, labels),
+            "accuracy": {name: recall_of_neighbours(nn_, labels) for name, nn_ in student_nn.items()},
+            "agreement": {name: same_neighbours(nn_, teacher_nn) for name, nn_ in student_nn.items()},
             "closed_set": {name: float(row["test_accuracy"]) for name, row in rows.items()},
         }
     agreement = {
