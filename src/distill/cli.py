@@ -666,8 +666,10 @@ def command_export(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         console.print_json(json.dumps(report))
         return 0
+    inputs = ", int64 token-id inputs" if report["input_dtype"] == "int64" else ""
     console.print(
-        f"{report['output']}: {report['onnx_bytes'] / 1024:.1f} KiB, {report['parameters']:,} parameters",
+        f"{report['output']}: {report['onnx_bytes'] / 1024:.1f} KiB, {report['parameters']:,} parameters"
+        f"{inputs}",
         highlight=False,
     )
     if "parity_max_abs_diff" in report:

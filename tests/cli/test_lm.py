@@ -9,6 +9,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from distill.cli import main
 
@@ -109,6 +110,11 @@ def test_lm_bad_inputs_are_clear_errors(tmp_path, capsys):
         (["--set", "token_kd.top_k=5000"], "exceeds data.vocab_size"),
         (["--set", "gkd.beta=1.5"], "gkd.beta"),
         (["--set", "gkd.lmbda=-0.1"], "gkd.lmbda"),
+        (
+            ["--set", "precision=float16"],
+            "precision=float16: must be one of 'float32' or 'bfloat16', got 'float16'",
+        ),
+        (["--set", "device=tpu"], "device=tpu: must be one of 'auto', 'cpu' or 'cuda', got 'tpu'"),
         (["--seeds", "0"], "--seeds must be a positive integer"),
         (["--methods", "gkd"], "set student_init=scratch"),
         (["nope"], "quickstart"),
@@ -118,6 +124,30 @@ def test_lm_bad_inputs_are_clear_errors(tmp_path, capsys):
     for extra, message in cases:
         assert main(["lm", "--output-dir", out, *extra]) == 2, extra
         assert message in capsys.readouterr().err, extra
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_lm_on_cuda_without_a_gpu_exits_2_before_writing(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["lm", "--output-dir", str(out), "--set", "device=cuda"]) == 2
+    assert "device: 'cuda' was requested but no CUDA device is available" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_lm_in_bfloat16_on_the_cpu_records_it(tmp_path, capsys):
+    corpus, out = tmp_path / "wordnet", tmp_path / "bf16"
+    write_corpus(corpus)
+    extra = ["--set", "precision=bfloat16", "--set", "device=cpu", "--set", "student_init=scratch"]
+    argv = ["lm", "--methods", "gkd", "--epochs", "1", "--output-dir", str(out), *toy(corpus), *extra]
+    assert main(argv) == 0
+    assert "cpu, bfloat16 →" in capsys.readouterr().out
+    rows = json.loads((out / "board.json").read_text())["rows"]
+    assert [(row["method"], row["device"], row["precision"]) for row in rows] == [
+        ("teacher", "cpu", "bfloat16"),
+        ("gkd", "cpu", "bfloat16"),
+    ]
+    assert all(row["perplexity"] > 1 and row["teacher_nll"] > 0 for row in rows)
+    assert "Trained on cpu in bfloat16" in (out / "board.md").read_text()
 
 
 def test_lm_refuses_a_foreign_folder(tmp_path, capsys):

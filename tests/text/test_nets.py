@@ -8,8 +8,8 @@ import torch
 
 from distill.models import build_model, validate_model_spec
 from distill.models.taps import FeatureTaps
-from distill.text.nets import TextCNN, TextTransformer
-from tests.text.fixtures import write_minilm
+from distill.text.nets import TextCNN, TextTransformer, token_vocabulary, unmemoized
+from tests.text.fixtures import vocabulary, write_minilm
 
 IDS = torch.tensor([[2, 20, 21, 22, 23, 3, 0, 0], [2, 30, 31, 3, 0, 0, 0, 0], [2, 3, 0, 0, 0, 0, 0, 0]])
 
@@ -110,3 +110,34 @@ def test_latency_helpers(tmp_path):
     assert built["minilm"].embed.misses == 0  # timing runs the encoder itself, not the memo
     shares = operator_shares(built["minilm"], IDS, top=3)
     assert len(shares) == 4 and abs(sum(share for _, share in shares) - 1.0) < 1e-6
+
+
+def test_token_vocabulary_names_the_text_models_and_only_them(tmp_path):
+    built = models(tmp_path)
+    tiny_vocabulary = len(vocabulary())
+    assert token_vocabulary(built["text-transformer"]) == 64
+    assert token_vocabulary(built["text-cnn"]) == 64
+    assert token_vocabulary(built["minilm"]) == tiny_vocabulary  # through the memo …
+    assert token_vocabulary(unmemoized(built["minilm"])) == tiny_vocabulary  # … and without it
+    assert token_vocabulary(models(tmp_path, frozen=False)["minilm"]) == tiny_vocabulary
+    assert token_vocabulary(torch.nn.Linear(4, 2)) is None
+    assert token_vocabulary(torch.nn.Sequential(torch.nn.Linear(4, 2))) is None
+
+    class Declares(torch.nn.Module):
+        token_vocabulary = 77
+
+    class Flag(torch.nn.Module):
+        token_vocabulary = True
+
+    assert token_vocabulary(Declares()) == 77 and token_vocabulary(Flag()) is None
+
+
+def test_unmemoized_is_the_same_computation_without_the_memo(tmp_path):
+    teacher = models(tmp_path)["minilm"].eval()
+    plain = unmemoized(teacher)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(IDS), teacher(IDS), rtol=0, atol=1e-6)
+    assert teacher.embed.misses == 3  # only the memoized call filled the memo
+    assert plain[2] is teacher.head  # the weights are shared, not copied
+    student = models(tmp_path)["text-cnn"]
+    assert unmemoized(student) is student

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from distill.errors import DataError
-from distill.text.tokenize import TextTokenizer
+from distill.text.tokenize import PAD_ID, TextTokenizer, random_token_ids
 from tests.text.fixtures import real_minilm, vocabulary, write_tokenizer
 
 
@@ -62,3 +63,18 @@ def test_minilm_wordpiece_ids():
         [101, 7592, 2088, 999, 102, 0, 0, 0],
         [101, 2008, 2029, 2003, 8690, 2030, 2124, 102],
     ]
+
+
+def test_random_token_ids_are_right_padded_rows_from_the_vocabulary():
+    ids = random_token_ids(200, 12, 50, torch.Generator().manual_seed(0))
+    assert ids.shape == (200, 12) and ids.dtype == torch.int64
+    real = ids != PAD_ID
+    lengths = real.sum(1)
+    assert torch.equal(real, torch.arange(12)[None, :] < lengths[:, None])  # padding only at the end
+    assert int(lengths[0]) == 12 and int(lengths.min()) >= 3 and int(lengths.max()) == 12
+    assert len(set(lengths.tolist())) == 10  # every length from 3 to 12 occurs
+    assert int(ids[real].min()) >= 1 and int(ids.max()) <= 49 and len(set(ids[real].tolist())) == 49
+    assert torch.equal(ids, random_token_ids(200, 12, 50, torch.Generator().manual_seed(0)))  # seeded
+    assert random_token_ids(1, 1, 2, torch.Generator()).tolist() == [[1]]
+    with pytest.raises(ValueError, match="vocab_size ≥ 2"):
+        random_token_ids(1, 4, 1, torch.Generator())

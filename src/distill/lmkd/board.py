@@ -1,6 +1,7 @@
 """The language-model board: every model over seeds — held-out perplexity, the teacher's NLL per
-token of the model's own samples (GKD's axis), parameters and training tokens per second — as
-markdown and JSON, and the plot of perplexity against teacher NLL."""
+token of the model's own samples (GKD's axis), parameters, training tokens per second and the
+device and precision it trained in — as markdown and JSON, and the plot of perplexity against
+teacher NLL."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ OBJECTIVES = {
     "seq-kd": "CE on the teacher's completions",
     "gkd": "generalized JSD, on-policy fraction λ",
 }
+
+
+def _distinct(runs: list[dict[str, Any]], key: str, before: str) -> str:
+    """The values of ``key`` over ``runs``, distinct, in order, joined; ``before``: the value of
+    results written before the key existed (every such run trained on the CPU in float32)."""
+    return ", ".join(dict.fromkeys(str(run.get(key, before)) for run in runs))
 
 
 def board_rows(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -43,9 +50,19 @@ def board_rows(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
                 "params": runs[0]["params"],
                 "tokens_per_second": statistics.median(run["tokens_per_second"] for run in runs),
                 "seconds": statistics.median(run["seconds"] for run in runs),
+                "device": _distinct(runs, "device", "cpu"),
+                "precision": _distinct(runs, "precision", "float32"),
             }
         )
     return rows
+
+
+def _where(rows: list[dict[str, Any]]) -> str:
+    precision = _distinct(rows, "precision", "float32")
+    line = f"Trained on {_distinct(rows, 'device', 'cpu')} in {precision}"
+    if "bfloat16" in precision:
+        line += " (bfloat16: autocast forward passes, float32 weights and losses; evaluation in float32)"
+    return line + "."
 
 
 def board_markdown(name: str, seeds: list[int], rows: list[dict[str, Any]]) -> str:
@@ -56,6 +73,7 @@ def board_markdown(name: str, seeds: list[int], rows: list[dict[str, Any]]) -> s
         "sampled completions of the held-out prompts (GKD's axis; lower: text the teacher finds",
         "likelier), mean ± std over seeds. Tokens/s: training target tokens per second of training",
         "(sampling, the top-k cache and the teacher's corpus included; median over seeds).",
+        _where(rows),
         "",
         "| model | objective | params | perplexity | teacher NLL of samples | tokens/s | median s |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -30,16 +30,17 @@ def add_lm_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None
 def command_lm(args: argparse.Namespace, console: Console) -> int:
     from distill.lmkd.board import board_markdown, write_board
     from distill.lmkd.recipes import load_lm_recipe
-    from distill.lmkd.session import run_seed
+    from distill.lmkd.session import device_label, lm_device, run_seed
 
     overrides = study_overrides(args)
     recipe, path = load_lm_recipe(args.recipe, overrides)
+    device = lm_device(recipe)  # a missing GPU is an error before anything is written
     output_dir = args.output_dir or Path("runs") / f"lm-{recipe.name}"
     seeds = [recipe.seed + offset for offset in range(args.seeds)]
     if not args.quiet:
         console.print(
             f"distilling a GPT with {', '.join(recipe.methods)} on [bold]{recipe.name}[/] from {path}, "
-            f"{len(seeds)} seed(s) → {output_dir}",
+            f"{len(seeds)} seed(s), {device_label(device)}, {recipe.precision} → {output_dir}",
             highlight=False,
         )
 

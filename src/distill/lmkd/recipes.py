@@ -17,6 +17,8 @@ BUILTIN_LM_RECIPES = Path(__file__).resolve().parent.parent / "recipes" / "lm"
 
 #: The student objectives, in board order (the teacher is trained first, by next-token CE).
 METHODS = ("ce", "token-kd", "seq-kd", "gkd")
+#: ``bfloat16``: training forward passes under bf16 autocast (float32 weights, float32 losses).
+Precision = Literal["float32", "bfloat16"]
 
 
 class LMData(Section):
@@ -102,11 +104,23 @@ class LMEvalSpec(Section):
 
 class LMRecipe(Section):
     """A language-model distillation comparison: the corpus, the teacher and student GPTs, their
-    budgets, each objective's settings and the methods to compare."""
+    budgets, each objective's settings and the methods to compare, and where and in what
+    precision to train.
+
+    ``device``: as the main recipe's — ``auto`` (CUDA when available, else the CPU), ``cpu`` or
+    ``cuda`` (refused when no CUDA device is available). ``precision``: ``float32``, or
+    ``bfloat16`` — every training forward pass (students, the teacher's targets, the top-k cache,
+    the teacher's sequence-KD completions and the students' on-policy samples) runs under
+    ``torch.autocast(device, torch.bfloat16)`` with float32 weights, gradients and optimizer
+    state, and the losses are computed in float32; works on the CPU too. Evaluation (perplexity,
+    the teacher's NLL of samples, the stored samples) stays float32.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     description: str = ""
     seed: Seed = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Precision = "float32"
     data: LMData = Field(default_factory=LMData)
     teacher: GPTSpec = Field(default_factory=lambda: GPTSpec(layers=4, width=128, heads=4))
     student: GPTSpec = Field(default_factory=GPTSpec)

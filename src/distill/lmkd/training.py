@@ -15,30 +15,59 @@ no printing: :mod:`distill.lmkd.session` stores what :func:`train_lm` returns.
   loss is the generalized JSD(β) between teacher and student on every non-padding token. λ = 0 is
   supervised GKD (the training glosses only).
 
-Every loss averages over non-padding target tokens. Randomness is seeded per run: the model's
-initialization (``torch.manual_seed``), the batch order, the on-policy coin and the student's
-samples each from their own generator.
+Every loss averages over non-padding target tokens, in float32. Randomness is seeded per run: the
+model's initialization (``torch.manual_seed``, on the CPU before the model moves), the batch
+order (a CPU generator: the same batches on every device), the on-policy coin and the student's
+samples (a generator on the model's device) each from their own generator.
+
+Device and precision: a model trains where its parameters are; the batches (stored on the CPU)
+and the top-k cache's rows move there per step. ``precision="bfloat16"`` runs every training
+forward pass — the student's, the teacher's targets, the student's on-policy sampling — under
+``torch.autocast(device_type, torch.bfloat16)`` (:func:`mixed_precision`); the weights, the
+gradients and the optimizer state stay float32, and the logits are cast to float32 before any
+log-softmax, so the losses are float32 too. Evaluation (held-out perplexity) runs in float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distill.lmkd.recipes import GKDSpec, GPTSpec, LMTrainSpec, SeqKDSpec, TokenKDSpec
+from distill.lmkd.recipes import GKDSpec, GPTSpec, LMTrainSpec, Precision, SeqKDSpec, TokenKDSpec
 from distill.losses.gkd import forward_kl, generalized_jsd, masked_mean, topk_kl, topk_logprobs
 from distill.text.gpt import GPT, GPTConfig
 from distill.text.lm_data import Sequences, shift, trim
-from distill.text.lm_distill import complete, distilled_sequences, perplexity, teacher_logits
+from distill.text.lm_distill import (
+    complete,
+    distilled_sequences,
+    model_device,
+    perplexity,
+    seeded_generator,
+    teacher_logits,
+)
 
 EpochHook = Callable[[dict[str, float]], None]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def mixed_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
+    """The context a training forward pass runs in: ``torch.autocast(device.type,
+    torch.bfloat16)`` for ``"bfloat16"`` (CPU autocast supports it too), nothing for
+    ``"float32"``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def build_gpt(spec: GPTSpec, vocab_size: int, context: int, seed: int) -> GPT:
@@ -58,13 +87,14 @@ class TopKCache:
 
 @torch.no_grad()
 def build_topk_cache(teacher: GPT, sequences: Sequences, k: int, batch_size: int = 256) -> TopKCache:
-    """The top-k cache of ``teacher`` over ``sequences`` (eval mode, no gradients)."""
+    """The top-k cache of ``teacher`` over ``sequences`` (eval mode, no gradients; computed on
+    the teacher's device, kept on the CPU)."""
     values, indices = [], []
     for start in range(0, len(sequences), batch_size):
         inputs, _, _ = shift(sequences.tokens[start : start + batch_size])
         top_values, top_indices = topk_logprobs(teacher_logits(teacher, inputs), k)
-        values.append(top_values)
-        indices.append(top_indices)
+        values.append(top_values.cpu())
+        indices.append(top_indices.cpu())
     return TopKCache(torch.cat(values), torch.cat(indices))
 
 
@@ -87,27 +117,33 @@ class Objective:
 
     def __post_init__(self) -> None:
         self._coin = random.Random(self.seed)
-        self._sampler = torch.Generator().manual_seed(self.seed + 1)
+        self._sampler: torch.Generator | None = None  # made on the student's device when first needed
         self.on_policy_batches = 0
+
+    def _student_sampler(self, student: GPT) -> torch.Generator:
+        if self._sampler is None:
+            self._sampler = seeded_generator(student, self.seed + 1)
+        return self._sampler
 
     def loss(
         self, student: GPT, rows: Tensor, tokens: Tensor, prompt_tokens: int, length: int
     ) -> tuple[Tensor, int]:
         """The loss of ``student`` on the batch (``rows`` of the training set, their ``tokens``,
-        trimmed) and the number of target tokens it trained on; ``length``: the longest sequence
-        a completion may reach."""
+        trimmed, on the student's device) and the number of target tokens it trained on;
+        ``length``: the longest sequence a completion may reach. Logits are cast to float32
+        before every loss."""
         if self.method in ("ce", "seq-kd"):
             inputs, targets, mask = shift(tokens)
-            return cross_entropy(student(inputs), targets, mask), int(mask.sum())
+            return cross_entropy(student(inputs).float(), targets, mask), int(mask.sum())
         if self.teacher is None:
             raise ValueError(f"{self.method} needs a teacher")
         if self.method == "token-kd":
             inputs, targets, mask = shift(tokens)
-            logits = student(inputs)
+            logits = student(inputs).float()
             if self.cache is not None:
                 width = inputs.shape[1]
-                values = self.cache.values[rows, :width]
-                indices = self.cache.indices[rows, :width]
+                values = self.cache.values[rows, :width].to(logits.device)
+                indices = self.cache.indices[rows, :width].to(logits.device)
                 kd = topk_kl(logits, values, indices, mask, self.token_kd.missing_mass)
             else:
                 kd = forward_kl(logits, teacher_logits(self.teacher, inputs), mask)
@@ -123,11 +159,12 @@ class Objective:
                         tokens[:, :prompt_tokens],
                         length,
                         temperature=self.gkd.temperature,
-                        generator=self._sampler,
+                        generator=self._student_sampler(student),
                     )
                 )
             inputs, _, mask = shift(tokens)
-            loss = generalized_jsd(student(inputs), teacher_logits(self.teacher, inputs), mask, self.gkd.beta)
+            logits = student(inputs).float()
+            loss = generalized_jsd(logits, teacher_logits(self.teacher, inputs), mask, self.gkd.beta)
             return loss, int(mask.sum())
         raise ValueError(f"unknown lm method {self.method!r}")
 
@@ -161,10 +198,14 @@ def train_lm(
     *,
     held_out: Sequences | None = None,
     on_epoch: EpochHook | None = None,
+    precision: Precision = "float32",
 ) -> TrainedLM:
-    """Train ``model`` on ``train`` with ``objective``; returns it with per-epoch records (mean
-    loss, held-out perplexity when ``held_out`` is given, seconds) and the tokens trained on.
-    ``seconds`` counts training only (sampling included, evaluation not)."""
+    """Train ``model`` on ``train`` with ``objective`` on the model's device; returns it with
+    per-epoch records (mean loss, held-out perplexity when ``held_out`` is given, seconds) and the
+    tokens trained on. ``seconds`` counts training only (sampling included, evaluation not).
+    ``precision``: ``bfloat16`` runs each step's forward passes under bf16 autocast
+    (:func:`mixed_precision`); weights, gradients and losses stay float32."""
+    device = model_device(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     steps_per_epoch = math.ceil(len(train) / spec.batch_size)
     total = spec.epochs * steps_per_epoch
@@ -177,7 +218,10 @@ def train_lm(
         started = time.perf_counter()
         losses = []
         for rows, batch in train.batches(spec.batch_size, order):
-            loss, count = objective.loss(model, rows, batch, train.prompt_tokens, train.tokens.shape[1])
+            with mixed_precision(device, precision):
+                loss, count = objective.loss(
+                    model, rows, batch.to(device), train.prompt_tokens, train.tokens.shape[1]
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

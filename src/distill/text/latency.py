@@ -1,8 +1,8 @@
 """CPU inference latency of text models on real token ids, and where the time goes.
 
-``distill export`` times models on standard-normal inputs, which are not token ids; these
-helpers time a model on rows of a real split instead. :func:`median_latency` is the median
-wall time of ``repeats`` forward passes (after ``warmup`` untimed ones) in eval mode under
+``distill export`` times a text model on random token ids; these helpers time a model on rows
+of a real split instead, and say where the time goes. :func:`median_latency` is the median wall
+time of ``repeats`` forward passes (after ``warmup`` untimed ones) in eval mode under
 ``torch.inference_mode``; :func:`operator_shares` profiles one pass with ``torch.profiler`` and
 groups the self CPU time by operator (``aten::addmm`` = the linear layers, ``aten::bmm`` /
 ``aten::_scaled_dot_product_*`` = attention, …). Nothing here prints.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from distill.text.nets import MemoizedEmbedding, MiniLMClassifier
+from distill.text.nets import unmemoized
 
 
 def batch_of(ids: torch.Tensor, size: int) -> torch.Tensor:
@@ -28,18 +28,10 @@ def batch_of(ids: torch.Tensor, size: int) -> torch.Tensor:
     return ids.repeat(repeats, 1)[:size]
 
 
-def _unmemoized(model: nn.Module) -> nn.Module:
-    """``model`` itself, or for a frozen MiniLM teacher (whose memo would answer repeated
-    inputs) the same computation without the memo: encoder → dropout → head."""
-    if isinstance(model, MiniLMClassifier) and isinstance(model.embed, MemoizedEmbedding):
-        return nn.Sequential(model.embed.inner, model.dropout, model.head)
-    return model
-
-
 def median_latency(model: nn.Module, ids: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
     """Median seconds of one forward pass of ``model`` on ``ids`` (eval mode, inference mode).
     A frozen MiniLM teacher's memo is bypassed: each pass runs the encoder."""
-    timed = _unmemoized(model)
+    timed = unmemoized(model)
     was_training = model.training
     model.eval()
     timed.eval()
@@ -78,7 +70,7 @@ def operator_shares(model: nn.Module, ids: torch.Tensor, top: int = 8) -> list[t
     from torch.profiler import ProfilerActivity, profile
 
     median_latency(model, ids, repeats=1, warmup=1)  # warm up (and bypass a memo) first
-    timed = _unmemoized(model)
+    timed = unmemoized(model)
     timed.eval()
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
         timed(ids)

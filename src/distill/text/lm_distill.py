@@ -13,6 +13,13 @@ besides a divergence, and the two scores.
   included, padding not), under the teacher. Lower means the student's own text looks likelier
   to the teacher.
 
+Every function runs on the device of the model it is given: it moves its token batches there,
+and seeds its own sampling generators there (``torch.multinomial`` needs a generator on the
+device of its probabilities). Stored token rows (:class:`~distill.text.lm_data.Sequences`) stay
+on the CPU; :func:`distilled_sequences` returns CPU rows. Mixed precision is the caller's: under
+``torch.autocast`` the forward passes run in the autocast dtype, while the logits that the
+scores and losses see are float32 (:func:`teacher_logits`, :func:`token_nll`).
+
 The divergences live in :mod:`distill.losses.gkd` (a sibling core package, which this one may
 not import); the application (:mod:`distill.lmkd.training`) combines both into training steps.
 Pure computation: no files, no printing.
@@ -30,11 +37,24 @@ from distill.text.gpt import GPT
 from distill.text.lm_data import EOS_ID, PAD_ID, Sequences, shift, trim
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+def seeded_generator(model: torch.nn.Module, seed: int) -> torch.Generator:
+    """A :class:`torch.Generator` on ``model``'s device seeded with ``seed``: what
+    :func:`complete` samples with (on the CPU, the same draws as ``torch.Generator()``)."""
+    return torch.Generator(device=model_device(model)).manual_seed(seed)
+
+
 @torch.no_grad()
 def teacher_logits(teacher: GPT, inputs: Tensor) -> Tensor:
-    """The teacher's logits for ``inputs``; the teacher is put in eval mode, no graph is kept."""
+    """The teacher's float32 logits for ``inputs`` (moved to its device); the teacher is put in
+    eval mode, no graph is kept."""
     teacher.eval()
-    return teacher(inputs)
+    return teacher(inputs.to(model_device(teacher))).float()
 
 
 def complete(
@@ -47,7 +67,10 @@ def complete(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """``prompts`` completed by ``model`` to at most ``length`` tokens, padded to ``length``."""
+    """``prompts`` completed by ``model`` to at most ``length`` tokens, padded to ``length``, on
+    ``model``'s device; a sampling ``generator`` must be on that device too
+    (:func:`seeded_generator`)."""
+    prompts = prompts.to(model_device(model))
     was_training = model.training
     model.eval()
     try:
@@ -76,8 +99,9 @@ def completion_mask(tokens: Tensor, prompt_tokens: int) -> Tensor:
 
 
 def token_nll(model: GPT, tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-target NLL ``(B, T-1)`` of ``tokens`` under ``model`` and the non-padding mask."""
-    inputs, targets, mask = shift(tokens)
+    """Per-target NLL ``(B, T-1)`` of ``tokens`` under ``model`` (float32) and the non-padding
+    mask, both on ``model``'s device."""
+    inputs, targets, mask = shift(tokens.to(model_device(model)))
     logits = model(inputs).float()
     nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     return nll, mask
@@ -108,8 +132,9 @@ def teacher_nll_of_samples(
     batch_size: int = 256,
 ) -> tuple[float, int]:
     """The teacher's mean NLL per token of the student's sampled completions of the prompts of
-    ``sequences``, and the number of tokens scored. Seeded: the same models give the same value."""
-    generator = torch.Generator().manual_seed(seed)
+    ``sequences``, and the number of tokens scored. Seeded: the same models on the same device
+    give the same value."""
+    generator = seeded_generator(student, seed)
     length = sequences.tokens.shape[1]
     total, count = 0.0, 0
     for start in range(0, len(sequences), batch_size):
@@ -117,7 +142,7 @@ def teacher_nll_of_samples(
         samples = trim(complete(student, prompts, length, temperature=temperature, generator=generator))
         teacher.eval()
         nll, _ = token_nll(teacher, samples)
-        mask = completion_mask(samples, sequences.prompt_tokens)
+        mask = completion_mask(samples, sequences.prompt_tokens).to(nll.device)
         total += float(nll[mask].sum())
         count += int(mask.sum())
     return total / max(count, 1), count
@@ -134,8 +159,9 @@ def distilled_sequences(
     batch_size: int = 256,
 ) -> Sequences:
     """Sequence-level KD's training set (Kim & Rush 2016): the teacher's completion of every
-    prompt of ``sequences`` (greedy by default; else sampled at ``temperature``, seeded)."""
-    generator = torch.Generator().manual_seed(seed)
+    prompt of ``sequences`` (greedy by default; else sampled at ``temperature``, seeded), as CPU
+    rows."""
+    generator = seeded_generator(teacher, seed)
     length = sequences.tokens.shape[1]
     rows = [
         complete(
@@ -145,7 +171,7 @@ def distilled_sequences(
             greedy=greedy,
             temperature=temperature,
             generator=generator,
-        )
+        ).cpu()
         for start in range(0, len(sequences), batch_size)
     ]
     return Sequences(torch.cat(rows), sequences.prompt_tokens)

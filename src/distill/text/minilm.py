@@ -234,7 +234,9 @@ class BertEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
-        if ids.shape[1] > self.config.max_position_embeddings:
+        # a traced graph (ONNX export) has the length it was traced at, which the position
+        # lookup already bounds: the check runs in eager mode only, where lengths vary
+        if not torch.jit.is_tracing() and ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(
                 f"minilm: {ids.shape[1]} tokens per text, more than the model's "
                 f"{self.config.max_position_embeddings} positions"

@@ -18,6 +18,10 @@ the teacher's sentence embedding (:mod:`distill.losses.hint`).
 
 Padding never changes a model's output: the mask excludes padded positions from attention, from
 pooling and from the CNN's max, and positions are counted from the start of the text.
+
+:func:`token_vocabulary` says whether a model takes token ids (and how many ids its embedding
+table holds), which is how ``distill export`` knows to feed it int64 ids; :func:`unmemoized` is a
+frozen MiniLM teacher's computation without its memo (for timing and tracing).
 """
 
 from __future__ import annotations
@@ -80,9 +84,7 @@ class TextTransformer(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        ids = _token_ids(inputs)
-        if ids.shape[1] > self.positions.num_embeddings:
-            ids = ids[:, : self.positions.num_embeddings]
+        ids = _token_ids(inputs)[:, : self.positions.num_embeddings]  # longer texts are cut
         mask = ids != PAD_ID
         positions = torch.arange(ids.shape[1], device=ids.device)
         hidden = self.dropout(self.tokens(ids) + self.positions(positions)[None])
@@ -191,3 +193,29 @@ class MiniLMClassifier(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(_token_ids(inputs))))
+
+
+def token_vocabulary(model: nn.Module) -> int | None:
+    """The number of token ids ``model`` embeds when it is a text model of this module (or a
+    frozen MiniLM teacher without its memo, :func:`unmemoized`), else ``None``. Another model
+    that takes int64 token ids (pad id 0) can say so with an int attribute ``token_vocabulary``."""
+    if isinstance(model, (TextTransformer, TextCNN)):
+        return int(model.tokens.num_embeddings)
+    if isinstance(model, MiniLMClassifier):
+        embed = model.embed.inner if isinstance(model.embed, MemoizedEmbedding) else model.embed
+        return token_vocabulary(embed)
+    if isinstance(model, SentenceEmbedding):
+        return int(model.bert.config.vocab_size)
+    if isinstance(model, nn.Sequential) and len(model) and isinstance(model[0], SentenceEmbedding):
+        return token_vocabulary(model[0])
+    declared = getattr(model, "token_vocabulary", None)
+    return declared if isinstance(declared, int) and not isinstance(declared, bool) else None
+
+
+def unmemoized(model: nn.Module) -> nn.Module:
+    """``model`` itself, or for a frozen MiniLM teacher (whose memo would answer repeated
+    inputs, and cannot be traced) the same computation without the memo: encoder → dropout →
+    head, sharing the weights."""
+    if isinstance(model, MiniLMClassifier) and isinstance(model.embed, MemoizedEmbedding):
+        return nn.Sequential(model.embed.inner, model.dropout, model.head)
+    return model

@@ -15,11 +15,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from distill.errors import DataError
 
 #: The id every model reads as padding.
 PAD_ID = 0
+
+
+def random_token_ids(count: int, length: int, vocab_size: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` rows of int64 token ids ``[count, length]`` drawn uniformly from ``1 ..
+    vocab_size - 1`` and right-padded with :data:`PAD_ID` after a random length (uniform from
+    ``max(1, length // 4)`` to ``length``; the first row is full): stand-in inputs for a text
+    model when no real ones are at hand."""
+    if count < 1 or length < 1 or vocab_size < 2:
+        raise ValueError(
+            f"need count ≥ 1, length ≥ 1 and vocab_size ≥ 2, got {count}, {length}, {vocab_size}"
+        )
+    ids = torch.randint(1, vocab_size, (count, length), generator=generator)
+    lengths = torch.randint(max(1, length // 4), length + 1, (count,), generator=generator)
+    lengths[0] = length
+    return ids.masked_fill(torch.arange(length)[None, :] >= lengths[:, None], PAD_ID)
 
 
 def tokenizer_file(path: Path | str) -> Path:
