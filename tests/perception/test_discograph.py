@@ -148,7 +148,13 @@ def random_batch(n: int, a: int, v: int, seed: int) -> dict[str, torch.Tensor]:
     poses = torch.rand(n, a, 3, generator=generator) * 2 - 1
     poses[..., :2] *= 6.0
     transforms = relative_transform(poses[:, :, None], poses[:, None], v, 1.5)
-    return {"observations": observations, "targets": targets, "transforms": transforms}
+    fused = torch.maximum(observations, (torch.rand(n, a, 2, v, v, generator=generator) < 0.2).float())
+    return {
+        "observations": observations,
+        "targets": targets,
+        "transforms": transforms,
+        "fused_observations": fused,
+    }
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class Scene:
     occluded: torch.Tensor
     targets: torch.Tensor
     transforms: torch.Tensor
+    fused_observations: torch.Tensor
 
 
 def test_training_holder_freezes_the_teacher_and_weights_kd() -> None:
@@ -173,15 +180,27 @@ def test_training_holder_freezes_the_teacher_and_weights_kd() -> None:
     assert set(losses) == {"seg", "kd", "total"}
     with torch.no_grad():
         s_out = student(batch["observations"], batch["transforms"])
-        t_out = teacher(batch["observations"], batch["transforms"])
+        t_out = teacher(batch["observations"], batch["transforms"], batch["fused_observations"])
     torch.testing.assert_close(losses["kd"], 10.0 * discograph_kd_loss(s_out.maps, t_out.maps))
     torch.testing.assert_close(losses["seg"], segmentation_loss(s_out.logits, batch["targets"]))
     torch.testing.assert_close(losses["total"], losses["seg"] + losses["kd"])
+    # the teacher reads the rendered fused observations, not the agents' own
+    with torch.no_grad():
+        other = teacher(1 - batch["observations"], batch["transforms"], batch["fused_observations"])
+    torch.testing.assert_close(other.logits, t_out.logits)
     # the same batch as a tuple, and as an object with extra fields in another order
-    as_tuple = (batch["observations"], batch["targets"], batch["transforms"])
+    as_tuple = (batch["observations"], batch["targets"], batch["transforms"], batch["fused_observations"])
     torch.testing.assert_close(training.loss(as_tuple)["total"], losses["total"])
-    scene = Scene(batch["observations"], batch["targets"] < 0, batch["targets"], batch["transforms"])
+    scene = Scene(
+        batch["observations"],
+        batch["targets"] < 0,
+        batch["targets"],
+        batch["transforms"],
+        batch["fused_observations"],
+    )
     torch.testing.assert_close(training.loss(scene)["total"], losses["total"])
+    with pytest.raises(ValueError, match="fused_observations"):  # a batch without them
+        training.loss(as_tuple[:3])
     teacher.train()  # the holder puts it back in eval mode
     training.loss(batch)["total"].backward()
     assert not teacher.training
@@ -196,7 +215,8 @@ def test_a_few_adam_steps_reduce_seg_and_kd(kd_weight: float) -> None:
     teacher_optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-2)
     batch = random_batch(4, 3, 16, seed=1)
     for _ in range(5):  # the teacher is trained first
-        loss = segmentation_loss(teacher(batch["observations"], batch["transforms"]).logits, batch["targets"])
+        output = teacher(batch["observations"], batch["transforms"], batch["fused_observations"])
+        loss = segmentation_loss(output.logits, batch["targets"])
         teacher_optimizer.zero_grad()
         loss.backward()
         teacher_optimizer.step()

@@ -37,7 +37,7 @@ def identity_transforms(n: int, a: int) -> torch.Tensor:
 
 def all_models(width: int = WIDTH) -> dict[str, PerceptionModel]:
     return {
-        "early": EarlyFusionTeacher(width=width),
+        "early": EarlyFusionTeacher(width=width, teacher_input="warped"),
         "discograph": IntermediateFusionStudent("discograph", width=width),
         "discograph_compressed": IntermediateFusionStudent("discograph", width=width, compress_channels=3),
         "mean": IntermediateFusionStudent("mean", width=width),
@@ -158,6 +158,27 @@ def test_early_fusion_input_is_the_max_over_agents() -> None:
     observations, _ = scene(2, 3, 16, seed=5)
     fused = EarlyFusionTeacher.fuse_observations(observations, identity_transforms(2, 3))
     torch.testing.assert_close(fused, observations.amax(dim=1, keepdim=True).expand_as(observations))
+
+
+def test_the_rendered_teacher_reads_only_the_fused_observations() -> None:
+    """The default teacher runs its net on ``fused_observations`` as given: the agents' own
+    observations and the transforms only shape-check; without fused observations it refuses."""
+    torch.manual_seed(0)
+    observations, transforms = scene(2, 3, 16, seed=7)
+    fused, _ = scene(2, 3, 16, seed=8)
+    teacher = EarlyFusionTeacher(width=WIDTH).eval()
+    with torch.no_grad():
+        out = teacher(observations, transforms, fused)
+        other = teacher(1 - observations, identity_transforms(2, 3), fused)
+        direct, _ = teacher.net.run(fused.flatten(0, 1))
+    torch.testing.assert_close(out.logits, other.logits)
+    torch.testing.assert_close(out.logits, direct.unflatten(0, (2, 3)))
+    with pytest.raises(ValueError, match="fused_observations"):
+        teacher(observations, transforms)
+    with pytest.raises(ValueError, match="fused_observations must have"):
+        teacher(observations, transforms, fused[:, :2])
+    with pytest.raises(ValueError, match="teacher_input"):
+        EarlyFusionTeacher(teacher_input="exact")  # type: ignore[arg-type]
 
 
 def test_late_fusion_merge() -> None:

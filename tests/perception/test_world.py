@@ -166,3 +166,49 @@ def test_agents_that_cannot_fit_are_an_error():
         generate_scenes(WorldSpec(agents=4, agent_spread=0.0), 1, seed=0)
     with pytest.raises(ValueError):
         generate_scenes(WorldSpec(), 0, seed=0)
+
+
+def _dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
+    """Square dilation (side ``2·radius + 1``) of a ``(…, V, V)`` bool mask."""
+    shape = mask.shape
+    flat = mask.reshape(-1, 1, *shape[-2:]).float()
+    grown = torch.nn.functional.max_pool2d(flat, 2 * radius + 1, stride=1, padding=radius)
+    return (grown > 0).reshape(shape)
+
+
+def test_the_fused_observation_holds_the_egos_own_and_nothing_when_alone():
+    alone = generate_scenes(WorldSpec(agents=1), 10, seed=3)
+    assert torch.equal(alone.fused_observations, alone.observations)
+    scenes = generate_scenes(WorldSpec(), 30, seed=3)
+    assert scenes.fused_observations.shape == scenes.observations.shape
+    assert scenes.fused_observations.dtype == torch.float32
+    assert (scenes.fused_observations >= scenes.observations).all()  # the ego's own part is in it
+    assert (scenes.fused_observations > scenes.observations).any()  # and the others add to it
+    dropped = generate_scenes(WorldSpec(dropout=1.0, false_positives=0.0), 10, seed=3)
+    assert dropped.fused_observations[:, :, 0].sum() == 0  # every return dropped, none shared
+
+
+def test_the_fused_observation_is_every_agents_sensing_placed_in_the_ego_frame(clean: Scenes):
+    """Each agent's raster moved into the ego frame cell by cell (nearest cell) agrees with the
+    rendered fused observation up to where a point can lie in its rotated cell: never more than
+    two cells off, and almost always within one. (Compared away from the raster's edge, where a
+    cell moved by its centre may hold points that fall just outside.)"""
+    fused = clean.fused_observations > 0.5
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    for channel in (0, 1):
+        own = clean.observations[:, :, channel : channel + 1]
+        moved = warp_to_ego(own, clean.transforms, mode="nearest")[:, :, :, 0] > 0.5  # (N, A, A, V, V)
+        union = moved.any(dim=2)
+        rendered = fused[:, :, channel]
+        for one, other in ((rendered, union), (union, rendered)):
+            assert (one & ~_dilate(other, 2))[inner].sum() == 0, channel
+            assert (one & ~_dilate(other))[inner].sum() <= 1e-3 * one[inner].sum(), channel
+
+
+def test_the_fused_observation_reveals_what_the_ego_cannot_see(scenes: Scenes):
+    targets = scenes.targets[:, :, 0] > 0.5
+    hidden = targets & scenes.occluded[:, :, 0]
+    revealed = hidden & (scenes.fused_observations[:, :, 1] > 0)
+    assert revealed.sum() / hidden.sum() > 0.3
+    # on cells the ego sees itself, the fused visibility is its own
+    assert (scenes.fused_observations[:, :, 1][~scenes.occluded[:, :, 0]] == 1).all()

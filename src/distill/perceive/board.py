@@ -19,6 +19,7 @@ from distill.report.study import mean_std
 #: What each row's communication is, for the table.
 SHARES = {
     "early": "raw observations (teacher)",
+    "early-warped": "raw rasters, warped (teacher variant)",
     "ego": "nothing",
     "late": "output maps",
     "mean": "feature maps, mean",

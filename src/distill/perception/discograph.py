@@ -190,8 +190,9 @@ class SceneTensors(Protocol):
     def transforms(self) -> Tensor: ...
 
 
-#: A scene batch: a mapping with keys ``observations``, ``targets``, ``transforms``, an object with
-#: those attributes, or the sequence ``(observations, targets, transforms)``.
+#: A scene batch: a mapping with keys ``observations``, ``targets``, ``transforms`` (and optionally
+#: ``fused_observations``), an object with those attributes, or the sequence ``(observations,
+#: targets, transforms[, fused_observations])``.
 SceneBatch = Mapping[str, Tensor] | SceneTensors | Sequence[Tensor]
 
 
@@ -208,6 +209,18 @@ def scene_tensors(batch: SceneBatch) -> tuple[Tensor, Tensor, Tensor]:
     raise TypeError(
         "a scene batch is a mapping, an object with observations/targets/transforms, or a 3-sequence"
     )
+
+
+def fused_observations_of(batch: SceneBatch) -> Tensor | None:
+    """The batch's ``fused_observations`` (the teacher's rendered early-fusion input): a mapping's
+    key, an object's attribute, or a sequence's fourth item; ``None`` when it has none."""
+    if isinstance(batch, Mapping):
+        return batch.get("fused_observations")
+    if hasattr(batch, "observations"):
+        return getattr(batch, "fused_observations", None)
+    if isinstance(batch, Sequence) and len(batch) >= 4:
+        return batch[3]
+    return None
 
 
 class DiscoGraphTraining:
@@ -255,7 +268,7 @@ class DiscoGraphTraining:
         observations, targets, transforms = scene_tensors(batch)
         self.teacher.eval()
         with torch.no_grad():
-            teacher_out = self.teacher(observations, transforms)
+            teacher_out = self.teacher(observations, transforms, fused_observations_of(batch))
         student_out = self.student(observations, transforms)
         seg = segmentation_loss(student_out.logits, targets, self.pos_weight)
         kd = self.kd_weight * discograph_kd_loss(student_out.maps, teacher_out.maps, self.kd_keys)
@@ -273,6 +286,7 @@ __all__ = [
     "bytes_per_frame",
     "channel_kl",
     "discograph_kd_loss",
+    "fused_observations_of",
     "scene_tensors",
     "segmentation_loss",
 ]

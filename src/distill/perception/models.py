@@ -18,9 +18,10 @@ the segmentation U-Net fuses its ``down3`` map, 512×32×32, also 1/8); at ``V =
 ``V/4`` so the fused map still covers several cells per feature.
 
 * :class:`EarlyFusionTeacher` — the official "upper bound" teacher: each ego sees every agent's
-  raw observation warped into its frame and fused (the official teacher reads the merged
-  multi-view point cloud; here the elementwise max of the warped occupancy and visibility
-  channels), then a :class:`BEVNet`.
+  raw observation merged in its frame (the official teacher reads the merged multi-view point
+  cloud; here the world's exact rendering of every agent's returns in the ego frame, or — to
+  measure what resampling costs — the elementwise max of the agents' rasters warped into it),
+  then a :class:`BEVNet`.
 * :class:`IntermediateFusionStudent` — every agent encodes its own observation; at the
   collaboration layer each ego fuses the neighbours' maps warped into its frame: ``"discograph"``
   (:class:`PixelWeightedFusionSoftmax`, the learned per-pixel collaboration graph), ``"mean"``,
@@ -28,7 +29,8 @@ the segmentation U-Net fuses its ``down3`` map, 512×32×32, also 1/8); at ``V =
 * :class:`LateFusion` — each agent runs the ego-only net and the output probabilities are
   warped into the ego frame and merged.
 
-Every model maps ``(observations (N, A, 2, V, V), transforms (N, A, A, 2, 3))`` to a
+Every model maps ``(observations (N, A, 2, V, V), transforms (N, A, A, 2, 3))`` (and, for the
+teacher, ``fused_observations (N, A, 2, V, V)``) to a
 :class:`PerceptionOutput` whose ``maps`` carry the feature maps the DiscoGraph KD term reads
 (``"fused"``, ``"dec1"``, ``"dec2"``, ``"dec3"``; each ``(N, A, C, H, W)``). ``transforms[n, i, j]``
 is the ``F.affine_grid`` theta (normalized coordinates, ``align_corners=False``) that resamples
@@ -191,36 +193,75 @@ def _per_agent(maps: dict[str, Tensor], n: int, a: int) -> dict[str, Tensor]:
 
 
 class PerceptionModel(nn.Module):
-    """Base of the collaborative models: ``forward(observations, transforms) -> PerceptionOutput``."""
+    """Base of the collaborative models: ``forward(observations, transforms, fused_observations)
+    -> PerceptionOutput``. ``fused_observations`` (``(N, A, C, V, V)``, the world's exact
+    early-fusion input) is read by the early-fusion teacher only; the others ignore it."""
 
     net: BEVNet
 
-    def forward(self, observations: Tensor, transforms: Tensor) -> PerceptionOutput:
+    def forward(
+        self, observations: Tensor, transforms: Tensor, fused_observations: Tensor | None = None
+    ) -> PerceptionOutput:
         raise NotImplementedError
+
+
+#: Where the early-fusion teacher's input comes from: the world's exact rendering of every agent's
+#: returns in the ego frame, or the agents' rasters warped into it.
+TeacherInput = Literal["rendered", "warped"]
 
 
 class EarlyFusionTeacher(PerceptionModel):
     """The early-fusion teacher (official ``TeacherNet`` / the segmentation teacher ``UNet``).
 
-    For each ego, every agent's raw observation is warped into the ego frame and fused by the
-    elementwise max over agents (ego included) of both channels — the raster analogue of the
-    official teacher's input, the voxelized union of all agents' point clouds. Then one
-    :class:`BEVNet`. Officially the teacher is trained first and then frozen (``eval()``, every
-    parameter ``requires_grad = False``) while the student trains against it.
+    For each ego, one :class:`BEVNet` reads every agent's raw observation merged in the ego frame —
+    the official teacher reads the voxelized union of all agents' point clouds. ``teacher_input``:
+
+    * ``"rendered"`` (default): the ``fused_observations`` the world generator renders from the
+      geometry (every agent's returns rasterized in the ego frame), the faithful analogue;
+    * ``"warped"``: each agent's raster bilinearly warped into the ego frame and merged by the
+      elementwise max over agents (ego included) of both channels. At 32 × 32 the warp blurs the
+      sparse occupancy (IoU ≈ 0.8 with the rendered one), so this is a weaker teacher; kept to
+      measure what resampling costs.
+
+    Officially the teacher is trained first and then frozen (``eval()``, every parameter
+    ``requires_grad = False``) while the student trains against it.
     """
 
-    def __init__(self, in_channels: int = OBSERVATION_CHANNELS, width: int = 16) -> None:
+    def __init__(
+        self,
+        in_channels: int = OBSERVATION_CHANNELS,
+        width: int = 16,
+        teacher_input: TeacherInput = "rendered",
+    ) -> None:
         super().__init__()
+        if teacher_input not in get_args(TeacherInput):
+            raise ValueError(f"teacher_input must be one of {get_args(TeacherInput)}, got {teacher_input!r}")
         self.net = BEVNet(in_channels, width)
+        self.teacher_input = teacher_input
 
     @staticmethod
     def fuse_observations(observations: Tensor, transforms: Tensor) -> Tensor:
-        """The teacher's input ``(N, A, C, V, V)``: max over agents of the warped observations."""
+        """The ``"warped"`` input ``(N, A, C, V, V)``: max over agents of the warped observations."""
         return _warp_with_exact_ego(observations, transforms).amax(dim=2)
 
-    def forward(self, observations: Tensor, transforms: Tensor) -> PerceptionOutput:
+    def forward(
+        self, observations: Tensor, transforms: Tensor, fused_observations: Tensor | None = None
+    ) -> PerceptionOutput:
         n, a, _ = _check_scene(observations, transforms, self.net.in_channels)
-        fused = self.fuse_observations(observations, transforms)
+        if self.teacher_input == "warped":
+            fused = self.fuse_observations(observations, transforms)
+        elif fused_observations is None:
+            raise ValueError(
+                "the early-fusion teacher reads fused_observations (the world's rendered early-fusion "
+                "input); pass them, or build it with teacher_input='warped'"
+            )
+        elif fused_observations.shape != observations.shape:
+            raise ValueError(
+                f"fused_observations must have the observations' shape {tuple(observations.shape)}, "
+                f"got {tuple(fused_observations.shape)}"
+            )
+        else:
+            fused = fused_observations
         logits, maps = self.net.run(fused.flatten(0, 1))
         return PerceptionOutput(logits.unflatten(0, (n, a)), _per_agent(maps, n, a))
 
@@ -318,7 +359,9 @@ class IntermediateFusionStudent(PerceptionModel):
             else None
         )
 
-    def forward(self, observations: Tensor, transforms: Tensor) -> PerceptionOutput:
+    def forward(
+        self, observations: Tensor, transforms: Tensor, fused_observations: Tensor | None = None
+    ) -> PerceptionOutput:
         n, a, _ = _check_scene(observations, transforms, self.net.in_channels)
         *skips, collab = self.net.encode(observations.flatten(0, 1))
         if self.compressor is not None and self.decompressor is not None:
@@ -375,7 +418,9 @@ class LateFusion(PerceptionModel):
         self.merge = merge
         self.eps = eps
 
-    def forward(self, observations: Tensor, transforms: Tensor) -> PerceptionOutput:
+    def forward(
+        self, observations: Tensor, transforms: Tensor, fused_observations: Tensor | None = None
+    ) -> PerceptionOutput:
         n, a, _ = _check_scene(observations, transforms, self.net.in_channels)
         logits, maps = self.net.run(observations.flatten(0, 1))
         probabilities = _warp_with_exact_ego(torch.sigmoid(logits).unflatten(0, (n, a)), transforms)
@@ -403,4 +448,5 @@ __all__ = [
     "PerceptionModel",
     "PerceptionOutput",
     "PixelWeightedFusionSoftmax",
+    "TeacherInput",
 ]

@@ -26,6 +26,15 @@ an egocentric ``view_cells × view_cells`` raster (``view_scale`` world units a 
 * channel 1, *visibility*: 1 on cells whose centre some ray reached (the cell centre lies no farther
   than the ray nearest its bearing went), and on cells holding a ray's end point.
 
+The *fused observation* of an ego is what the early-fusion teacher reads: every agent's sensing
+merged in the ego's frame, rendered from the geometry rather than resampled from rasters (the
+official teacher fuses the agents' point clouds before it voxelizes). Each agent shares its
+returns that fall inside its own raster and survived its dropout, plus its false positives (moved
+by their cell centres); these points are rasterized in the ego's frame and the occupancy channel
+is their union over the agents. The visibility channel is 1 on the ego's cells whose centre some
+agent saw (inside that agent's raster, within its ray's reach) or that hold one of its returns.
+The ego's own part is its observation, bit for bit.
+
 Its target is every vehicle in the agent's frame — the other agents included, the agent's own body
 excluded — whether seen or not: a cell is a target when its centre lies inside a vehicle. Walls are
 never targets. ``occluded`` marks the cells the agent did not see (visibility 0), target or not: the
@@ -134,6 +143,9 @@ class Scenes:
     ``observations``: ``(N, A, 2, V, V)`` float32 — channel 0 the occupied cells the agent's sensor
     hit (vehicles or walls, with dropout and false positives), channel 1 its visibility (1 where
     its rays reached).
+    ``fused_observations``: ``(N, A, 2, V, V)`` float32 — the early-fusion input: for each ego,
+    every agent's observation rendered exactly in the ego's frame and merged (see the module
+    docstring); the ego's own observation is part of it.
     ``targets``: ``(N, A, 1, V, V)`` float32 in {0, 1} — every vehicle but the agent itself, seen
     or not, in the agent's frame.
     ``occluded``: ``(N, A, 1, V, V)`` bool — the cells the agent did not see (visibility 0).
@@ -144,6 +156,7 @@ class Scenes:
     """
 
     observations: torch.Tensor
+    fused_observations: torch.Tensor
     targets: torch.Tensor
     occluded: torch.Tensor
     transforms: torch.Tensor
@@ -156,6 +169,7 @@ class Scenes:
         """The scenes at ``index`` (integer indices or a boolean mask over scenes)."""
         return Scenes(
             observations=self.observations[index],
+            fused_observations=self.fused_observations[index],
             targets=self.targets[index],
             occluded=self.occluded[index],
             transforms=self.transforms[index],
@@ -166,6 +180,7 @@ class Scenes:
         """The same scenes on ``device``."""
         return Scenes(
             observations=self.observations.to(device),
+            fused_observations=self.fused_observations.to(device),
             targets=self.targets.to(device),
             occluded=self.occluded.to(device),
             transforms=self.transforms.to(device),
@@ -186,13 +201,16 @@ def generate_scenes(spec: WorldSpec, count: int, seed: int) -> Scenes:
         _generate_block(spec, children[start : start + BLOCK], first=start)
         for start in range(0, count, BLOCK)
     ]
-    observations, targets, visible, poses = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    observations, fused, targets, visible, poses = (
+        np.concatenate(arrays) for arrays in zip(*parts, strict=True)
+    )
     poses_64 = torch.from_numpy(poses)
     transforms = relative_transform(
         poses_64[:, :, None, :], poses_64[:, None, :, :], spec.view_cells, spec.view_scale
     )
     return Scenes(
         observations=torch.from_numpy(observations),
+        fused_observations=torch.from_numpy(fused),
         targets=torch.from_numpy(targets),
         occluded=torch.from_numpy(~visible),
         transforms=transforms.float(),
@@ -205,8 +223,8 @@ def generate_scenes(spec: WorldSpec, count: int, seed: int) -> Scenes:
 
 def _generate_block(
     spec: WorldSpec, seeds: list[np.random.SeedSequence], first: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Observations, targets, visibility and poses (float64) of one block of scenes."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Observations, fused observations, targets, visibility and poses (float64) of one block."""
     n, a, v = len(seeds), spec.agents, spec.view_cells
     objects = spec.agents + spec.vehicles + spec.walls
     candidates = np.empty((n, objects, CANDIDATES, 5))
@@ -218,12 +236,18 @@ def _generate_block(
     boxes, active = _place(spec, candidates, first)
     poses = np.stack([boxes[:, :a, 0], boxes[:, :a, 1], boxes[:, :a, 4]], axis=-1)
     hits = _cast_rays(spec, boxes, active)
-    occupied, visible = _observe(spec, hits)
-    occupied &= noise[:, :, 0] >= spec.dropout
-    occupied |= visible & (noise[:, :, 1] < spec.false_positives)
+    kept = noise[:, :, 0] >= spec.dropout  # per cell of the sensing agent's own raster
+    returned, returned_kept, seen = _observe_pairs(spec, poses, hits, kept)  # (n, ego, agent, V, V)
+    seen |= returned
+    own = np.arange(a)
+    visible = seen[:, own, own]
+    false_positive = visible & (noise[:, :, 1] < spec.false_positives)
+    occupied_pairs = returned_kept | _move_cells(spec, poses, false_positive)
+    occupied = occupied_pairs[:, own, own]
     targets = _rasterize_vehicles(spec, boxes, active)
     observations = np.stack([occupied, visible], axis=2).astype(np.float32)
-    return observations, targets[:, :, None].astype(np.float32), visible[:, :, None], poses
+    fused = np.stack([occupied_pairs.any(axis=2), seen.any(axis=2)], axis=2).astype(np.float32)
+    return observations, fused, targets[:, :, None].astype(np.float32), visible[:, :, None], poses
 
 
 def _place(spec: WorldSpec, draws: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,25 +372,91 @@ def _cell_centres(spec: WorldSpec) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(offsets[:, None], (v, v)), np.broadcast_to(offsets[None, :], (v, v))
 
 
-def _observe(spec: WorldSpec, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Occupancy (cells holding a ray's end point) and visibility rasters ``(n, agents, V, V)``."""
+def _pair_frames(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rigid maps from each agent ``j``'s frame to each ego ``i``'s, as ``(n, i, j)`` arrays:
+    a point ``(u, w)`` of ``j``'s frame lies at ``(du + cos·u − sin·w, dw + sin·u + cos·w)`` in
+    ``i``'s. Returns ``(du, dw, cos, sin)``; on the diagonal exactly ``(0, 0, 1, 0)``."""
+    dx = poses[:, None, :, 0] - poses[:, :, None, 0]  # (n, i, j): agent j's centre minus ego i's
+    dy = poses[:, None, :, 1] - poses[:, :, None, 1]
+    heading_i = poses[:, :, None, 2]
+    cos_i, sin_i = np.cos(heading_i), np.sin(heading_i)
+    delta = poses[:, None, :, 2] - heading_i
+    return cos_i * dx + sin_i * dy, -sin_i * dx + cos_i * dy, np.cos(delta), np.sin(delta)
+
+
+def _cells_of(spec: WorldSpec, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raster ``(row, col)`` of agent-frame points and whether they fall inside the raster."""
+    v, s = spec.view_cells, spec.view_scale
+    row = np.floor(v / 2 - u / s).astype(np.int64)
+    col = np.floor(v / 2 - w / s).astype(np.int64)
+    return row, col, (row >= 0) & (row < v) & (col >= 0) & (col < v)
+
+
+def _observe_pairs(
+    spec: WorldSpec, poses: np.ndarray, hits: np.ndarray, kept: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What each agent ``j`` senses, rasterized in each ego ``i``'s frame: ``(n, i, j, V, V)`` bool.
+
+    * ``returned``: cells holding one of ``j``'s ray end points (returns) that lie inside ``j``'s
+      own raster — what ``j`` has to share;
+    * ``returned_kept``: the same for the returns whose cell in ``j``'s raster survived its
+      dropout (``kept``, ``(n, j, V, V)``): ``j``'s noisy point cloud, re-rasterized exactly;
+    * ``seen``: cells of ``i``'s raster whose centre lies inside ``j``'s raster and no farther from
+      ``j`` than the ray nearest its bearing went.
+
+    On the diagonal (``i = j``) these are the agent's own rasters, bit for bit: the pair frames
+    are exactly the identity there.
+    """
     n, a, rays = hits.shape
     v, s = spec.view_cells, spec.view_scale
+    du, dw, cos, sin = _pair_frames(poses)
     angles = 2 * np.pi * np.arange(rays) / rays
-    stopped = hits < spec.range
     reach = hits + _SURFACE_NUDGE
-    row = np.floor(v / 2 - reach * np.cos(angles) / s).astype(np.int64)
-    col = np.floor(v / 2 - reach * np.sin(angles) / s).astype(np.int64)
-    inside = stopped & (row >= 0) & (row < v) & (col >= 0) & (col < v)
-    scene, agent, _ = np.nonzero(inside)
-    occupied = np.zeros((n, a, v, v), dtype=bool)
-    occupied[scene, agent, row[inside], col[inside]] = True
+    own_u, own_w = reach * np.cos(angles), reach * np.sin(angles)  # (n, j, R) in j's frame
+    own_row, own_col, own_inside = _cells_of(spec, own_u, own_w)
+    returns = (hits < spec.range) & own_inside
+    scene, agent, ray = np.nonzero(returns)
+    survived = kept[scene, agent, own_row[scene, agent, ray], own_col[scene, agent, ray]]
+    returned = np.zeros((n, a, a, v, v), dtype=bool)
+    returned_kept = np.zeros_like(returned)
+    for ego in range(a):
+        pair = (scene, ego, agent)
+        u = du[pair] + cos[pair] * own_u[scene, agent, ray] - sin[pair] * own_w[scene, agent, ray]
+        w = dw[pair] + sin[pair] * own_u[scene, agent, ray] + cos[pair] * own_w[scene, agent, ray]
+        row, col, inside = _cells_of(spec, u, w)
+        returned[scene[inside], ego, agent[inside], row[inside], col[inside]] = True
+        keep = inside & survived
+        returned_kept[scene[keep], ego, agent[keep], row[keep], col[keep]] = True
 
-    u, w = _cell_centres(spec)
-    distance = np.hypot(u, w)
+    # Ego i's cell centres in agent j's frame: the inverse map, i.e. the (j, i) entry.
+    cell_u, cell_w = (grid.reshape(-1) for grid in _cell_centres(spec))
+    back_u, back_w = du.transpose(0, 2, 1)[..., None], dw.transpose(0, 2, 1)[..., None]
+    back_cos, back_sin = cos.transpose(0, 2, 1)[..., None], sin.transpose(0, 2, 1)[..., None]
+    u = back_u + back_cos * cell_u - back_sin * cell_w  # (n, i, j, V·V)
+    w = back_w + back_sin * cell_u + back_cos * cell_w
+    half = v * s / 2
+    within = (np.abs(u) < half) & (np.abs(w) < half)
     nearest_ray = np.rint(np.arctan2(w, u) * rays / (2 * np.pi)).astype(np.int64) % rays
-    visible = distance <= hits[:, :, nearest_ray]
-    return occupied, visible | occupied
+    reached = np.take_along_axis(np.broadcast_to(hits[:, None], (n, a, a, rays)), nearest_ray, axis=-1)
+    seen = (within & (np.hypot(u, w) <= reached)).reshape(n, a, a, v, v)
+    return returned, returned_kept, seen
+
+
+def _move_cells(spec: WorldSpec, poses: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Each agent's marked raster cells ``(n, j, V, V)`` moved into every ego's raster by their
+    centres: ``(n, i, j, V, V)`` (the identity on the diagonal)."""
+    n, a, v, _ = cells.shape
+    du, dw, cos, sin = _pair_frames(poses)
+    cell_u, cell_w = _cell_centres(spec)
+    scene, agent, r, c = np.nonzero(cells)
+    moved = np.zeros((n, a, a, v, v), dtype=bool)
+    for ego in range(a):
+        pair = (scene, ego, agent)
+        u = du[pair] + cos[pair] * cell_u[r, c] - sin[pair] * cell_w[r, c]
+        w = dw[pair] + sin[pair] * cell_u[r, c] + cos[pair] * cell_w[r, c]
+        row, col, inside = _cells_of(spec, u, w)
+        moved[scene[inside], ego, agent[inside], row[inside], col[inside]] = True
+    return moved
 
 
 def _rasterize_vehicles(spec: WorldSpec, boxes: np.ndarray, active: np.ndarray) -> np.ndarray:
