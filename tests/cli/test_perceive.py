@@ -58,5 +58,12 @@ def test_perceive_bad_recipes_are_clear_errors(tmp_path, capsys):
     assert "multiple of 4" in capsys.readouterr().err
     assert main(["perceive", "--methods", "discograph-c999", "--output-dir", out]) == 2
     assert "use 1 to 32" in capsys.readouterr().err
+    assert main(["perceive", "--set", "teacher_width=16", "--output-dir", out]) == 2
+    assert "needs the students' width" in capsys.readouterr().err
+    wider = [*TOY, "--set", "teacher_width=8", "--set", "train.epochs=1", "--quiet"]
+    assert main(["perceive", *wider, "--methods", "early,ego", "--output-dir", str(tmp_path / "w")]) == 0
+    board = json.loads((tmp_path / "w" / "board.json").read_text())
+    params = {row["method"]: row["params"] for row in board["rows"]}
+    assert params["early"] > 3 * params["ego"]  # the teacher alone is twice as wide
     assert main(["perceive", "nope", "--output-dir", out]) == 2
     assert "quickstart" in capsys.readouterr().err

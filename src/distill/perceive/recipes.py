@@ -30,6 +30,8 @@ class PerceiveRecipe(Section):
     """A collaborative-perception comparison: the world, the scenes, the model width, the
     training budget, the methods and DiscoGraph's KD settings.
 
+    ``width`` is every student's :class:`~distill.perception.models.BEVNet` width;
+    ``teacher_width`` the early-fusion teacher's (``early``, ``early-warped``), ``width`` when unset.
     ``kd_weight`` multiplies the per-pixel channel KL averaged over every element (official
     DiscoGraph detection: 1e5; its segmentation script: 100). ``kd_keys``: the student maps
     distilled (the fused collaboration map and the decoder maps below full resolution, as the
@@ -43,6 +45,7 @@ class PerceiveRecipe(Section):
     world: WorldSpec = Field(default_factory=WorldSpec)
     scenes: SceneCounts = Field(default_factory=SceneCounts)
     width: int = Field(default=16, ge=1, le=1024)
+    teacher_width: int | None = Field(default=None, ge=1, le=1024)
     train: PerceptionTrainSpec = Field(default_factory=PerceptionTrainSpec)
     kd_weight: float = Field(default=1e5, ge=0.0)
     kd_keys: list[str] = Field(default_factory=lambda: ["fused", "dec1", "dec2"], min_length=1)
@@ -66,12 +69,25 @@ class PerceiveRecipe(Section):
         keys = {"fused", "dec1", "dec2", "dec3"}
         if not set(self.kd_keys) <= keys:
             raise ValueError(f"kd_keys: each of {sorted(keys)}, got {self.kd_keys}")
+        distilled = [name for name in self.methods if plan_of(name).distils]
+        if self.teacher_width not in (None, self.width) and distilled:
+            raise ValueError(
+                f"teacher_width: {distilled[0]} distils the teacher's maps channel by channel, so the "
+                f"teacher needs the students' width {self.width}, got {self.teacher_width} (drop "
+                "teacher_width, or the distilled methods)"
+            )
         if self.world.view_cells % 4:
             raise ValueError(
                 "world.view_cells must be a multiple of 4 (the models pool twice), got "
                 f"{self.world.view_cells}"
             )
         return self
+
+    def width_of(self, method: str) -> int:
+        """The backbone width ``method``'s model is built with."""
+        if plan_of(method).kind == "early" and self.teacher_width is not None:
+            return self.teacher_width
+        return self.width
 
 
 def load_perceive_recipe(

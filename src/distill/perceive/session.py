@@ -68,7 +68,7 @@ def run_seed(
             *scenes,
             recipe.train,
             seed,
-            recipe.width,
+            recipe.width_of(name),
             teacher=teacher,
             kd_weight=recipe.kd_weight,
             kd_keys=recipe.kd_keys,
@@ -93,5 +93,5 @@ def run_seed(
 
 def load_model(recipe: PerceiveRecipe, directory: Path, name: str) -> PerceptionModel:
     """A trained model of a finished seed."""
-    model = plan_of(name).build(recipe.width)
+    model = plan_of(name).build(recipe.width_of(name))
     return load_stored_weights(model, directory / f"{name}.safetensors")
