@@ -26,6 +26,7 @@ def test_perceive_board_over_two_seeds_with_pictures(tmp_path, capsys):
     methods = [row["method"] for row in board["rows"]]
     assert methods == [
         "early",
+        "early-warped",
         "ego",
         "late",
         "mean",
@@ -37,11 +38,15 @@ def test_perceive_board_over_two_seeds_with_pictures(tmp_path, capsys):
     sizes = {row["method"]: row["bytes_per_frame"] for row in board["rows"]}
     assert sizes["ego"] == 0 and sizes["discograph-c8"] < sizes["discograph"] == sizes["mean"]
     assert all(0 <= row["iou"] <= 100 and len(row["per_seed"]) == 2 for row in board["rows"])
+    trust = {row["method"]: row for row in board["edge_weights"]}
+    assert set(trust) == {"discograph-nokd", "discograph", "discograph-c8"}
+    assert all(0 <= trust[name]["seen"] <= 1 for name in trust)
     for picture in ("bandwidth.png", "edge-weights.png"):
         assert (out / picture).read_bytes()[:4] == b"\x89PNG"
     results = json.loads((out / "seed-0" / "results.json").read_text())
     assert results["discograph"]["distils"] and not results["discograph-nokd"]["distils"]
-    assert "| discograph |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| discograph |" in printed and "on unseen pixels" in printed
 
     before = (out / "seed-0" / "discograph.safetensors").read_bytes()
     assert main(argv) == 0  # everything reused: nothing trains again

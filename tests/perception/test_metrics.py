@@ -102,3 +102,24 @@ def test_gradients_are_not_tracked_and_shapes_are_checked():
         iou(scores, torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="broadcast"):
         iou(scores, torch.zeros(2, 1, 4, 4), region=torch.ones(3, 4, dtype=torch.bool))
+
+
+def test_neighbour_weight_by_sight_splits_pixels_by_what_the_ego_saw() -> None:
+    from distill.perception.metrics import neighbour_weight_by_sight
+
+    n, a, h = 2, 3, 4
+    own = torch.full((n, a, 1, h, h), 0.9)
+    own[..., :2, :] = 0.3  # the top half of every ego's collaboration map trusts itself less
+    weights = torch.empty(n, a, a, 1, h, h)
+    for i in range(a):
+        for k in range(a):
+            weights[:, i, k] = own[:, i] if i == k else (1 - own[:, i]) / (a - 1)
+    occluded = torch.zeros(n, a, 1, 16, 16, dtype=torch.bool)
+    occluded[..., :8, :] = True  # the top half unseen: exactly the top two pixel rows
+    occluded[..., 8, 0] = True  # one partly seen block: counted in neither
+    unseen, seen = neighbour_weight_by_sight(weights, occluded)
+    assert unseen == pytest.approx(0.7) and seen == pytest.approx(0.1)
+    unseen, seen = neighbour_weight_by_sight(weights, torch.zeros_like(occluded))
+    assert math.isnan(unseen) and seen == pytest.approx((8 * 0.7 + 8 * 0.1) / 16)
+    with pytest.raises(ValueError, match="does not match"):
+        neighbour_weight_by_sight(weights, occluded[..., :15])

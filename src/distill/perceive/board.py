@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from distill.files import atomic_write_bytes, atomic_write_json
+from distill.perception.metrics import neighbour_weight_by_sight
 from distill.perception.models import PerceptionModel
 from distill.perception.world import Scenes
 from distill.report.plots import save_figure
@@ -132,12 +133,67 @@ def plot_edge_weights(model: PerceptionModel, scenes: Scenes, path: Path, scene:
     save_figure(figure, path)
 
 
-def write_board(
-    directory: Path, name: str, seeds: list[int], per_seed: dict[int, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    rows = board_rows(per_seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(directory / "board.json", {"recipe": name, "seeds": seeds, "rows": rows})
-    atomic_write_bytes(directory / "board.md", board_markdown(name, seeds, rows).encode())
-    plot_bandwidth(rows, directory / "bandwidth.png", f"{name}: accuracy against bandwidth")
+@torch.no_grad()
+def neighbour_trust(model: PerceptionModel, scenes: Scenes, batch_size: int = 64) -> tuple[float, float]:
+    """A DiscoGraph student's mean weight on the neighbours over the test scenes' collaboration
+    pixels its ego did not see and those it saw (:func:`neighbour_weight_by_sight`)."""
+    model.eval()
+    weights = []
+    for start in range(0, len(scenes), batch_size):
+        batch = scenes.batch(torch.arange(start, min(start + batch_size, len(scenes))))
+        output = model(batch.observations, batch.transforms)
+        if output.edge_weights is None:
+            raise ValueError("only a DiscoGraph student has edge weights")
+        weights.append(output.edge_weights)
+    return neighbour_weight_by_sight(torch.cat(weights), scenes.occluded)
+
+
+def trust_rows(trust: dict[str, list[tuple[float, float]]]) -> list[dict[str, Any]]:
+    """Per DiscoGraph method, mean ± std over seeds of its neighbour weight on unseen and seen
+    collaboration pixels (``trust[method]`` holds one ``(unseen, seen)`` pair per seed)."""
+    rows = []
+    for method, pairs in trust.items():
+        unseen, unseen_std = mean_std([pair[0] for pair in pairs])
+        seen, seen_std = mean_std([pair[1] for pair in pairs])
+        rows.append(
+            {"method": method, "unseen": unseen, "unseen_std": unseen_std, "seen": seen, "seen_std": seen_std}
+        )
     return rows
+
+
+def trust_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "",
+        "Edge weights: the weight an ego gives its neighbours (1 − its own), averaged over the test",
+        "scenes' collaboration pixels it did not see at all and those it saw entirely.",
+        "",
+        "| method | on unseen pixels | on seen pixels |",
+        "|---|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | {row['unseen']:.3f} ± {row['unseen_std']:.3f} "
+            f"| {row['seen']:.3f} ± {row['seen_std']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_board(
+    directory: Path,
+    name: str,
+    seeds: list[int],
+    per_seed: dict[int, dict[str, Any]],
+    trust: dict[str, list[tuple[float, float]]] | None = None,
+) -> str:
+    """Write board.json, board.md (with the edge-weight table when ``trust`` is given) and
+    bandwidth.png; returns board.md's text."""
+    rows = board_rows(per_seed)
+    edge_rows = trust_rows(trust or {})
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        directory / "board.json", {"recipe": name, "seeds": seeds, "rows": rows, "edge_weights": edge_rows}
+    )
+    text = board_markdown(name, seeds, rows) + (trust_markdown(edge_rows) if edge_rows else "")
+    atomic_write_bytes(directory / "board.md", text.encode())
+    plot_bandwidth(rows, directory / "bandwidth.png", f"{name}: accuracy against bandwidth")
+    return text

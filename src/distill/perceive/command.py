@@ -22,9 +22,10 @@ def add_perceive_parser(commands: Any, parents: list[argparse.ArgumentParser]) -
 
 
 def command_perceive(args: argparse.Namespace, console: Console) -> int:
-    from distill.perceive.board import plot_edge_weights, write_board
+    from distill.perceive.board import neighbour_trust, plot_edge_weights, write_board
     from distill.perceive.recipes import load_perceive_recipe
     from distill.perceive.session import load_model, run_seed, shared_test_scenes
+    from distill.perception.training import plan_of
 
     overrides = study_overrides(args)
     recipe, path = load_perceive_recipe(args.recipe, overrides)
@@ -53,14 +54,19 @@ def command_perceive(args: argparse.Namespace, console: Console) -> int:
         console,
         args.quiet,
     )
-    rows = write_board(output_dir, recipe.name, seeds, per_seed)
+    graphs = [name for name in recipe.methods if plan_of(name).kind == "discograph"]
+    trust: dict[str, list[tuple[float, float]]] = {}
     written = ["board.md", "board.json", "bandwidth.png"]
-    if "discograph" in recipe.methods:
-        student = load_model(recipe, output_dir / f"seed-{seeds[0]}", "discograph")
-        plot_edge_weights(student, shared_test_scenes(recipe), output_dir / "edge-weights.png")
-        written.append("edge-weights.png")
-    from distill.perceive.board import board_markdown
-
-    console.print(board_markdown(recipe.name, seeds, rows), highlight=False, markup=False)
+    if graphs:
+        test_scenes = shared_test_scenes(recipe)
+        for name in graphs:
+            models = (load_model(recipe, output_dir / f"seed-{seed}", name) for seed in seeds)
+            trust[name] = [neighbour_trust(model, test_scenes) for model in models]
+        if "discograph" in graphs:
+            student = load_model(recipe, output_dir / f"seed-{seeds[0]}", "discograph")
+            plot_edge_weights(student, test_scenes, output_dir / "edge-weights.png")
+            written.append("edge-weights.png")
+    board = write_board(output_dir, recipe.name, seeds, per_seed, trust)
+    console.print(board, highlight=False, markup=False)
     console.print(f"wrote {', '.join(str(output_dir / name) for name in written)}", highlight=False)
     return 0

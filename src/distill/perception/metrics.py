@@ -98,3 +98,31 @@ class SegmentationCounts:
     def iou(self) -> float:
         """Pooled IoU of everything added so far; NaN while the union is empty."""
         return self.intersection / self.union if self.union else float("nan")
+
+
+def neighbour_weight_by_sight(edge_weights: torch.Tensor, occluded: torch.Tensor) -> tuple[float, float]:
+    """How much an ego trusts its neighbours where it cannot see and where it can.
+
+    ``edge_weights``: DiscoGraph's ``(N, A, A, 1, h, w)`` collaboration weights (``[n, i, k]`` the
+    softmax weight ego ``i`` gives agent ``k``); ``occluded``: the egos' ``(N, A, 1, V, V)``
+    unseen cells, ``V`` a multiple of ``h``. A collaboration pixel covers a ``V/h × V/h`` block
+    of cells; it is *unseen* when the ego saw none of them and *seen* when it saw all. Returns
+    the mean weight on the neighbours (``1 −`` the ego's own weight) over the unseen pixels and
+    over the seen ones — DiscoGraph's graph should lean on the neighbours where the ego is blind.
+    NaN for a kind of pixel that does not occur.
+    """
+    n, a = edge_weights.shape[:2]
+    h, w = edge_weights.shape[-2:]
+    if tuple(occluded.shape[:2]) != (n, a) or occluded.shape[-1] % w or occluded.shape[-2] % h:
+        raise ValueError(
+            f"occluded {tuple(occluded.shape)} does not match edge weights {tuple(edge_weights.shape)}"
+        )
+    own = torch.diagonal(edge_weights[:, :, :, 0], dim1=1, dim2=2).permute(0, 3, 1, 2)  # (N, A, h, w)
+    neighbours = 1.0 - own
+    share = torch.nn.functional.adaptive_avg_pool2d(occluded.flatten(0, 1).float(), (h, w))
+    share = share.view(n, a, h, w)
+    return _mean_or_nan(neighbours[share == 1.0]), _mean_or_nan(neighbours[share == 0.0])
+
+
+def _mean_or_nan(values: torch.Tensor) -> float:
+    return float(values.mean()) if values.numel() else float("nan")
