@@ -139,8 +139,7 @@ def neighbour_trust(model: PerceptionModel, scenes: Scenes, batch_size: int = 64
     pixels its ego did not see and those it saw (:func:`neighbour_weight_by_sight`)."""
     model.eval()
     weights = []
-    for start in range(0, len(scenes), batch_size):
-        batch = scenes.batch(torch.arange(start, min(start + batch_size, len(scenes))))
+    for batch in scenes.batches(batch_size):
         output = model(batch.observations, batch.transforms)
         if output.edge_weights is None:
             raise ValueError("only a DiscoGraph student has edge weights")

@@ -111,8 +111,7 @@ def evaluate(model: PerceptionModel, scenes: Scenes, batch_size: int = 64) -> Ev
     (false positives there count too)."""
     model.eval()
     overall, occluded = SegmentationCounts(), SegmentationCounts()
-    for start in range(0, len(scenes), batch_size):
-        batch = scenes.batch(torch.arange(start, min(start + batch_size, len(scenes))))
+    for batch in scenes.batches(batch_size):
         logits = model(batch.observations, batch.transforms, batch.fused_observations).logits
         overall.add(logits, batch.targets)
         occluded.add(logits, batch.targets, batch.occluded)

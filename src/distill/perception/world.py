@@ -60,6 +60,7 @@ computed for blocks of scenes at once with NumPy.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -176,6 +177,11 @@ class Scenes:
             poses=self.poses[index],
         )
 
+    def batches(self, size: int) -> Iterator[Scenes]:
+        """The scenes in order, ``size`` at a time (the last batch may be smaller)."""
+        for start in range(0, len(self), size):
+            yield self.batch(torch.arange(start, min(start + size, len(self))))
+
     def to(self, device: torch.device | str) -> Scenes:
         """The same scenes on ``device``."""
         return Scenes(
@@ -237,12 +243,13 @@ def _generate_block(
     poses = np.stack([boxes[:, :a, 0], boxes[:, :a, 1], boxes[:, :a, 4]], axis=-1)
     hits = _cast_rays(spec, boxes, active)
     kept = noise[:, :, 0] >= spec.dropout  # per cell of the sensing agent's own raster
-    returned, returned_kept, seen = _observe_pairs(spec, poses, hits, kept)  # (n, ego, agent, V, V)
+    frames = _pair_frames(poses)
+    returned, returned_kept, seen = _observe_pairs(spec, frames, hits, kept)  # (n, ego, agent, V, V)
     seen |= returned
     own = np.arange(a)
     visible = seen[:, own, own]
     false_positive = visible & (noise[:, :, 1] < spec.false_positives)
-    occupied_pairs = returned_kept | _move_cells(spec, poses, false_positive)
+    occupied_pairs = returned_kept | _move_cells(spec, frames, false_positive)
     occupied = occupied_pairs[:, own, own]
     targets = _rasterize_vehicles(spec, boxes, active)
     observations = np.stack([occupied, visible], axis=2).astype(np.float32)
@@ -372,7 +379,11 @@ def _cell_centres(spec: WorldSpec) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(offsets[:, None], (v, v)), np.broadcast_to(offsets[None, :], (v, v))
 
 
-def _pair_frames(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+#: Rigid maps between agents' frames as ``(du, dw, cos, sin)`` arrays (see :func:`_pair_frames`).
+Frames = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _pair_frames(poses: np.ndarray) -> Frames:
     """The rigid maps from each agent ``j``'s frame to each ego ``i``'s, as ``(n, i, j)`` arrays:
     a point ``(u, w)`` of ``j``'s frame lies at ``(du + cos·u − sin·w, dw + sin·u + cos·w)`` in
     ``i``'s. Returns ``(du, dw, cos, sin)``; on the diagonal exactly ``(0, 0, 1, 0)``."""
@@ -384,6 +395,29 @@ def _pair_frames(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return cos_i * dx + sin_i * dy, -sin_i * dx + cos_i * dy, np.cos(delta), np.sin(delta)
 
 
+def _move_points(
+    frame: tuple[np.ndarray, ...], u: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``(u, w)`` mapped by the rigid ``frame`` (arrays broadcasting with the points)."""
+    du, dw, cos, sin = frame
+    return du + cos * u - sin * w, dw + sin * u + cos * w
+
+
+def _rasterize_in_egos(
+    spec: WorldSpec, frames: Frames, scene: np.ndarray, agent: np.ndarray, u: np.ndarray, w: np.ndarray
+) -> np.ndarray:
+    """Points ``(u, w)`` of agent ``agent`` in scene ``scene`` (one entry per point), marked in
+    every ego's raster: ``(n, ego, agent, V, V)`` bool; points outside an ego's raster are left out."""
+    n, a = frames[0].shape[:2]
+    v = spec.view_cells
+    raster = np.zeros((n, a, a, v, v), dtype=bool)
+    for ego in range(a):
+        pair = (scene, ego, agent)
+        row, col, inside = _cells_of(spec, *_move_points(tuple(part[pair] for part in frames), u, w))
+        raster[scene[inside], ego, agent[inside], row[inside], col[inside]] = True
+    return raster
+
+
 def _cells_of(spec: WorldSpec, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raster ``(row, col)`` of agent-frame points and whether they fall inside the raster."""
     v, s = spec.view_cells, spec.view_scale
@@ -393,7 +427,7 @@ def _cells_of(spec: WorldSpec, u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray
 
 
 def _observe_pairs(
-    spec: WorldSpec, poses: np.ndarray, hits: np.ndarray, kept: np.ndarray
+    spec: WorldSpec, frames: Frames, hits: np.ndarray, kept: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What each agent ``j`` senses, rasterized in each ego ``i``'s frame: ``(n, i, j, V, V)`` bool.
 
@@ -409,7 +443,6 @@ def _observe_pairs(
     """
     n, a, rays = hits.shape
     v, s = spec.view_cells, spec.view_scale
-    du, dw, cos, sin = _pair_frames(poses)
     angles = 2 * np.pi * np.arange(rays) / rays
     reach = hits + _SURFACE_NUDGE
     own_u, own_w = reach * np.cos(angles), reach * np.sin(angles)  # (n, j, R) in j's frame
@@ -417,23 +450,16 @@ def _observe_pairs(
     returns = (hits < spec.range) & own_inside
     scene, agent, ray = np.nonzero(returns)
     survived = kept[scene, agent, own_row[scene, agent, ray], own_col[scene, agent, ray]]
-    returned = np.zeros((n, a, a, v, v), dtype=bool)
-    returned_kept = np.zeros_like(returned)
-    for ego in range(a):
-        pair = (scene, ego, agent)
-        u = du[pair] + cos[pair] * own_u[scene, agent, ray] - sin[pair] * own_w[scene, agent, ray]
-        w = dw[pair] + sin[pair] * own_u[scene, agent, ray] + cos[pair] * own_w[scene, agent, ray]
-        row, col, inside = _cells_of(spec, u, w)
-        returned[scene[inside], ego, agent[inside], row[inside], col[inside]] = True
-        keep = inside & survived
-        returned_kept[scene[keep], ego, agent[keep], row[keep], col[keep]] = True
+    points_u, points_w = own_u[scene, agent, ray], own_w[scene, agent, ray]
+    returned = _rasterize_in_egos(spec, frames, scene, agent, points_u, points_w)
+    returned_kept = _rasterize_in_egos(
+        spec, frames, scene[survived], agent[survived], points_u[survived], points_w[survived]
+    )
 
     # Ego i's cell centres in agent j's frame: the inverse map, i.e. the (j, i) entry.
     cell_u, cell_w = (grid.reshape(-1) for grid in _cell_centres(spec))
-    back_u, back_w = du.transpose(0, 2, 1)[..., None], dw.transpose(0, 2, 1)[..., None]
-    back_cos, back_sin = cos.transpose(0, 2, 1)[..., None], sin.transpose(0, 2, 1)[..., None]
-    u = back_u + back_cos * cell_u - back_sin * cell_w  # (n, i, j, V·V)
-    w = back_w + back_sin * cell_u + back_cos * cell_w
+    back = tuple(part.transpose(0, 2, 1)[..., None] for part in frames)
+    u, w = _move_points(back, cell_u, cell_w)  # (n, i, j, V·V)
     half = v * s / 2
     within = (np.abs(u) < half) & (np.abs(w) < half)
     nearest_ray = np.rint(np.arctan2(w, u) * rays / (2 * np.pi)).astype(np.int64) % rays
@@ -442,21 +468,12 @@ def _observe_pairs(
     return returned, returned_kept, seen
 
 
-def _move_cells(spec: WorldSpec, poses: np.ndarray, cells: np.ndarray) -> np.ndarray:
+def _move_cells(spec: WorldSpec, frames: Frames, cells: np.ndarray) -> np.ndarray:
     """Each agent's marked raster cells ``(n, j, V, V)`` moved into every ego's raster by their
     centres: ``(n, i, j, V, V)`` (the identity on the diagonal)."""
-    n, a, v, _ = cells.shape
-    du, dw, cos, sin = _pair_frames(poses)
     cell_u, cell_w = _cell_centres(spec)
     scene, agent, r, c = np.nonzero(cells)
-    moved = np.zeros((n, a, a, v, v), dtype=bool)
-    for ego in range(a):
-        pair = (scene, ego, agent)
-        u = du[pair] + cos[pair] * cell_u[r, c] - sin[pair] * cell_w[r, c]
-        w = dw[pair] + sin[pair] * cell_u[r, c] + cos[pair] * cell_w[r, c]
-        row, col, inside = _cells_of(spec, u, w)
-        moved[scene[inside], ego, agent[inside], row[inside], col[inside]] = True
-    return moved
+    return _rasterize_in_egos(spec, frames, scene, agent, cell_u[r, c], cell_w[r, c])
 
 
 def _rasterize_vehicles(spec: WorldSpec, boxes: np.ndarray, active: np.ndarray) -> np.ndarray:
