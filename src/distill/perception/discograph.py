@@ -196,31 +196,23 @@ class SceneTensors(Protocol):
 SceneBatch = Mapping[str, Tensor] | SceneTensors | Sequence[Tensor]
 
 
-def scene_tensors(batch: SceneBatch) -> tuple[Tensor, Tensor, Tensor]:
-    """``(observations, targets, transforms)`` from any :data:`SceneBatch`."""
+def scene_tensors(batch: SceneBatch) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``(observations, targets, transforms, fused_observations)`` from any :data:`SceneBatch`;
+    ``fused_observations`` (the teacher's rendered early-fusion input) is ``None`` when the batch
+    has none."""
     if isinstance(batch, Mapping):
-        return batch["observations"], batch["targets"], batch["transforms"]
+        fused = batch.get("fused_observations")
+        return batch["observations"], batch["targets"], batch["transforms"], fused
     if all(hasattr(batch, name) for name in ("observations", "targets", "transforms")):
         # attributes before positions: a named tuple may hold more fields, in another order
         scene = cast(SceneTensors, batch)
-        return scene.observations, scene.targets, scene.transforms
+        fused = getattr(scene, "fused_observations", None)
+        return scene.observations, scene.targets, scene.transforms, fused
     if isinstance(batch, Sequence) and len(batch) >= 3:
-        return batch[0], batch[1], batch[2]
+        return batch[0], batch[1], batch[2], batch[3] if len(batch) >= 4 else None
     raise TypeError(
         "a scene batch is a mapping, an object with observations/targets/transforms, or a 3-sequence"
     )
-
-
-def fused_observations_of(batch: SceneBatch) -> Tensor | None:
-    """The batch's ``fused_observations`` (the teacher's rendered early-fusion input): a mapping's
-    key, an object's attribute, or a sequence's fourth item; ``None`` when it has none."""
-    if isinstance(batch, Mapping):
-        return batch.get("fused_observations")
-    if hasattr(batch, "observations"):
-        return getattr(batch, "fused_observations", None)
-    if isinstance(batch, Sequence) and len(batch) >= 4:
-        return batch[3]
-    return None
 
 
 class DiscoGraphTraining:
@@ -265,10 +257,10 @@ class DiscoGraphTraining:
 
     def loss(self, batch: SceneBatch) -> dict[str, Tensor]:
         """``{"seg", "kd", "total"}`` for one scene batch; ``"kd"`` already carries ``kd_weight``."""
-        observations, targets, transforms = scene_tensors(batch)
+        observations, targets, transforms, fused = scene_tensors(batch)
         self.teacher.eval()
         with torch.no_grad():
-            teacher_out = self.teacher(observations, transforms, fused_observations_of(batch))
+            teacher_out = self.teacher(observations, transforms, fused)
         student_out = self.student(observations, transforms)
         seg = segmentation_loss(student_out.logits, targets, self.pos_weight)
         kd = self.kd_weight * discograph_kd_loss(student_out.maps, teacher_out.maps, self.kd_keys)
@@ -286,7 +278,6 @@ __all__ = [
     "bytes_per_frame",
     "channel_kl",
     "discograph_kd_loss",
-    "fused_observations_of",
     "scene_tensors",
     "segmentation_loss",
 ]
